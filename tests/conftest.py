@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny tokenizer and a tiny Qwen2 model built in-process (nothing downloads),
+a finished fake run folder to hand to later stages, and access to ../shared/data (skipped with a
+clear message when it is not there)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("ZHLLM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with a message naming what is missing."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data not present: {p} (tests that read ../shared/data skip without it)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def demo_texts() -> list[str]:
+    from data_recipes.demo_data import pretrain_corpus
+    return [d for docs in pretrain_corpus().values() for d in docs]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory, demo_texts):
+    """Byte-level BPE (vocab 512) with ChatML specials and chat template, saved to a folder."""
+    from data_recipes.tokenizer import build_tokenizer
+    tok = build_tokenizer(demo_texts, vocab_size=512, min_frequency=2)
+    path = tmp_path_factory.mktemp("tiny_tokenizer")
+    tok.save_pretrained(path)
+    tok.saved_path = path
+    return tok
+
+
+def make_tiny_model(tokenizer, seed: int = 0, hidden: int = 64, layers: int = 2):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512, tie_word_embeddings=True,
+                      bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+    return Qwen2ForCausalLM(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """An HF model folder (config, safetensors, tokenizer, generation config) of a 2-layer Qwen2."""
+    path = tmp_path_factory.mktemp("tiny_model")
+    model = make_tiny_model(tiny_tokenizer)
+    model.generation_config.eos_token_id = tiny_tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tiny_tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished fake pretrain run folder whose model/ is the tiny model (a parent for SFT/DPO/eval)."""
+    import shutil
+    from core.runs import Run, RunOptions
+    root = tmp_path_factory.mktemp("runs")
+    run = Run.create("pretrain", "tiny", RunOptions(root=str(root), name="tiny-fixture"))
+    shutil.copytree(tiny_model_dir, run.path / "model")
+    (run.path / "config.yaml").write_text("model: {size: tiny}\n")
+    run.finish(steps=0, tokens_seen=0)
+    return run.path
