@@ -96,7 +96,8 @@ setup-llamafactory: .venv-llamafactory/.stamp
 	$(PY) -m venv .venv-llamafactory
 	.venv-llamafactory/bin/pip install -q --upgrade pip
 	.venv-llamafactory/bin/pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	.venv-llamafactory/bin/pip install -q "llamafactory==0.9.5"
+	# torch is named again so pip picks the torchvision/torchaudio built for it instead of upgrading torch.
+	.venv-llamafactory/bin/pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)" "llamafactory==0.9.5"
 	# On a CPU torch, PyPI's torchvision breaks transformers imports and torchaudio's CUDA-linked lib fails to load.
 	if ! .venv-llamafactory/bin/python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
 	  .venv-llamafactory/bin/pip uninstall -q -y torchvision; \

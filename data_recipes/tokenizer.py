@@ -4,6 +4,9 @@
 - byte-level BPE with Qwen2's pre-tokenizer split regex (CJK runs stay together, digits split one by one),
 - specials `<|endoftext|>` (document separator, pad), `<|im_start|>`, `<|im_end|>` (eos),
 - a ChatML chat template with `{% generation %}` tags so TRL's assistant-only loss works.
+
+Run as (clean a recipe's corpus and train only its tokenizer, into runs/data/<name>/tokenizer/):
+    make tokenizer RECIPE=demo        # = python -m data_recipes.tokenizer data_recipes/recipes/demo.yaml
 """
 from __future__ import annotations
 
@@ -63,3 +66,8 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
 
 def document_separator_id(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+
+if __name__ == "__main__":
+    from data_recipes.build import main
+    main(only="tokenizer", prog="data_recipes.tokenizer")

@@ -1,0 +1,177 @@
+"""The transformers backend: batched A-D logit scoring with a per-subject shared-prefix KV cache,
+and batched greedy generation. Runs on CPU or one GPU.
+
+Few-shot prompts of one subject share a long prefix (header + 5 solved dev questions, ~80% of the
+tokens). The prefix is run once, its KV cache is copied to the batch size, and only each question
+runs on top of it. The token sequence is exactly the no-reuse one: the full prompt is tokenised,
+and a question whose tokens do not start with the prefix's tokens (a BPE merge across the
+boundary) runs without the cache. `prefix_cache=False` gives the plain path (tested equal).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from core.runs import RunError, check_tokenizer_files
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
+
+
+def check_model_dir(model_dir: str | Path) -> None:
+    """A local model folder must hold weights and a tokenizer (transformers would fail obscurely or,
+    for the tokenizer, silently return an empty one)."""
+    p = Path(model_dir)
+    if not p.is_dir():
+        return  # a hub id: from_pretrained resolves it
+    if not any(any(p.glob(pat)) for pat in WEIGHT_PATTERNS):
+        raise RunError(f"{p} has no model weights (*.safetensors or pytorch_model*.bin)")
+    check_tokenizer_files(p)
+
+
+def load_tokenizer(model_path):
+    from transformers import AutoTokenizer
+    check_model_dir(model_path)
+    tok = AutoTokenizer.from_pretrained(str(model_path))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def letter_token_ids(tokenizer) -> list[int]:
+    """Token ids of the bare letters A-D (the answer follows "答案：" with no space)."""
+    ids = []
+    for letter in "ABCD":
+        enc = tokenizer.encode(letter, add_special_tokens=False)
+        if len(enc) != 1:
+            raise RunError(f"the tokenizer splits {letter!r} into {len(enc)} tokens; logit scoring needs one")
+        ids.append(enc[0])
+    return ids
+
+
+def bos_ids(tokenizer) -> list[int]:
+    """[bos] when the tokenizer adds one by default (Llama/MiniCPM-style): plain-text prompts are scored
+    the way the model saw documents in pretraining. Chat prompts carry their own template tokens."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    enc = tokenizer("A").input_ids
+    return [bos] if enc and enc[0] == bos else []
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+            "float16": torch.float16, "fp16": torch.float16}[dtype]
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model_path, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
+                 prefix_cache: bool = True, model=None, tokenizer=None, **_ignored):
+        from transformers import AutoModelForCausalLM
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.tokenizer = tokenizer or load_tokenizer(model_path)
+        if model is None:
+            try:
+                model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=self.dtype)
+            except OSError as e:
+                raise RunError(f"cannot load model {model_path}: {e}") from None
+        self.model = model.to(self.device).eval()
+        self.batch_size = max(1, int(batch_size))
+        self.prefix_cache = prefix_cache
+        self.letter_ids = letter_token_ids(self.tokenizer)
+        self.bos = bos_ids(self.tokenizer)
+        self._prefix: tuple[str, list[int], object] | None = None   # (text, ids, cache) of the last subject
+        # The decoder stack without the LM head, so only the last position of each row is projected.
+        base = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
+        self._base = base if base is not None and base is not self.model else None
+        self._head = self.model.get_output_embeddings()
+        # transformers 5.2x renamed `past_key_values` to `cache`; remote-code models keep the old name.
+        import inspect
+        params = inspect.signature((self._base or self.model).forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # ---- logits -------------------------------------------------------------------------------------
+    def _last_logits(self, ids: list[list[int]], cache=None) -> torch.Tensor:
+        """Letter logits at the last real token of each right-padded row. Right padding is exact
+        without a mask: with causal attention no real token sees the pads that follow it."""
+        lens = [len(x) for x in ids]
+        width = max(lens)
+        pad = self.tokenizer.pad_token_id
+        batch = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=self.device)
+        idx = torch.tensor([n - 1 for n in lens], device=self.device)
+        rows = torch.arange(len(ids), device=self.device)
+        if self._base is not None and self._head is not None:
+            hidden = self._base(input_ids=batch, use_cache=cache is not None, **{self._cache_kw: cache}).last_hidden_state
+            logits = self._head(hidden[rows, idx])
+        else:
+            logits = self.model(input_ids=batch, use_cache=cache is not None, **{self._cache_kw: cache}).logits[rows, idx]
+        return logits[:, self.letter_ids].float()
+
+    def _prefix_state(self, prefix: str):
+        if self._prefix is None or self._prefix[0] != prefix:
+            ids = self.bos + self.tokenizer.encode(prefix, add_special_tokens=False)
+            with torch.inference_mode():
+                out = (self._base or self.model)(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+            cache = getattr(out, "cache", None)
+            self._prefix = (prefix, ids, cache if cache is not None else out.past_key_values)
+        return self._prefix[1], self._prefix[2]
+
+    @torch.inference_mode()
+    def score_subject(self, prefix: str, suffixes: list[str]) -> list[list[float]]:
+        """Logits of A/B/C/D after prefix+suffix for each suffix (same order)."""
+        full = [self.bos + self.tokenizer.encode(prefix + s, add_special_tokens=False) for s in suffixes]
+        out: list[list[float] | None] = [None] * len(full)
+        plain = list(range(len(full)))
+        if self.prefix_cache and prefix:
+            p_ids, cache = self._prefix_state(prefix)
+            n = len(p_ids)
+            reuse = [i for i, f in enumerate(full) if f[:n] == p_ids and len(f) > n]
+            plain = [i for i in plain if i not in set(reuse)]
+            for s in range(0, len(reuse), self.batch_size):
+                chunk = reuse[s:s + self.batch_size]
+                c = copy.deepcopy(cache)
+                c.batch_repeat_interleave(len(chunk))
+                for i, row in zip(chunk, self._last_logits([full[i][n:] for i in chunk], c).tolist()):
+                    out[i] = row
+        # Longest first so rows of one batch have similar lengths (less padding).
+        plain.sort(key=lambda i: -len(full[i]))
+        for s in range(0, len(plain), self.batch_size):
+            chunk = plain[s:s + self.batch_size]
+            for i, row in zip(chunk, self._last_logits([full[i] for i in chunk]).tolist()):
+                out[i] = row
+        return out  # type: ignore[return-value]
+
+    # ---- generation ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        tok = self.tokenizer
+        eos = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
+        texts: list[str] = []
+        for s in range(0, len(prompts), self.batch_size):
+            chunk = prompts[s:s + self.batch_size]
+            side, tok.padding_side = tok.padding_side, "left"   # generation continues from the right edge
+            try:
+                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            finally:
+                tok.padding_side = side
+            gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                      eos_token_id=eos or None, pad_token_id=tok.pad_token_id,
+                                      temperature=None, top_p=None, top_k=None)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            texts += tok.batch_decode(new, skip_special_tokens=True)
+        return texts
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())

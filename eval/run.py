@@ -1,0 +1,293 @@
+"""Evaluate a model on a benchmark under a named protocol; write a result JSON and per-question
+predictions.
+
+MODEL is a run folder (writes <run>/eval/), an HF model folder or a hub id (writes
+runs/eval/<model-slug>/). Outputs `<bench>.<protocol>.json` (written last, atomically) and
+`<bench>.<protocol>.predictions.jsonl` (one line per question: prompt hash, choice scores or the
+generated text, the extracted answer). An interrupted eval resumes from the predictions file.
+
+Run as:
+    make eval BENCH=demo MODEL=runs/pretrain/demo-...                                  # CPU, built-in benchmark
+    make eval BENCH=cmmlu MODEL=runs/sft/... DATA_DIR=../shared/data/cmmlu PROTOCOL=chat-0shot-gen
+    python -m eval.run eval/benchmarks/ceval.yaml model=<dir> data_dir=../shared/data/ceval limit=5
+    make eval BENCH=ceval MODEL=openbmb/MiniCPM-2B-sft-bf16 BACKEND=vllm                 # GPU, vLLM
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.config import parse_args, to_dict
+from core.runs import RunError, RunOptions, atomic_write_json, git_info, now_iso, resolve_model_dir, sha256_file
+from eval.data import BenchmarkDataError, BenchSpec, group_members, load_benchmark
+from eval.metrics import accuracy, bootstrap_ci, group_accuracy
+from eval.protocols import build_prompt, get_protocol, parse_answer
+
+
+@dataclass
+class EvalConfig:
+    bench: BenchSpec = field(default_factory=BenchSpec)   # the benchmark (set by eval/benchmarks/<b>.yaml)
+    model: str = ""                   # run folder | HF model folder | hub id
+    protocol: str = "base-5shot-logits"  # base-5shot-logits | chat-0shot-gen | chat-0shot-cot | steel-compat
+    data_dir: str = ""                # local copy in the official CSV layout; empty = built-in or hub
+    subjects: list[str] = field(default_factory=list)  # evaluate only these subjects (empty = all)
+    limit: int = 0                    # first N questions per subject (0 = all); the result says so
+    backend: str = "hf"               # hf | vllm
+    batch_size: int = 8               # questions per forward pass / generate call
+    max_new_tokens: int = 0           # generation budget; 0 = the protocol's default
+    device: str = "auto"              # auto | cpu | cuda
+    dtype: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    prefix_cache: bool = True         # hf: reuse the few-shot prefix KV cache within a subject
+    resume: bool = True               # continue from an existing predictions file
+    bootstrap_samples: int = 1000     # resamples for the 95% confidence intervals
+    seed: int = 1234                  # bootstrap and steel-compat random fallback
+    out_dir: str = ""                 # override the output folder
+    run: RunOptions = field(default_factory=RunOptions)   # run.root: where runs/eval/<model-slug>/ goes
+
+
+# ---- model and output location -------------------------------------------------------------------
+def model_slug(model: str) -> str:
+    p = Path(model)
+    name = f"{p.parent.name}-{p.name}" if p.name == "model" else (p.name if p.is_dir() else model.replace("/", "--"))
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def count_params(model_dir: Path) -> int | None:
+    """Parameters from safetensors headers (no weights loaded)."""
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover
+        return None
+    files = sorted(model_dir.glob("*.safetensors")) if model_dir.is_dir() else []
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():
+                n = 1
+                for d in st.get_slice(k).get_shape():
+                    n *= d
+                total += n
+    return total
+
+
+def describe_model(model: str) -> tuple[Path, dict]:
+    """(folder or hub id to load, the result's `model` record)."""
+    if not model:
+        raise RunError("no model given: make eval MODEL=<run folder | HF model folder | hub id>")
+    path, manifest = resolve_model_dir(model)
+    run_dir = Path(model) if manifest is not None else None
+    rec = {"name": run_dir.name if run_dir else model_slug(model), "path": str(path),
+           "run": str(run_dir) if run_dir else None,
+           "manifest_sha256": sha256_file(run_dir / "manifest.json") if run_dir else None,
+           "params": count_params(path) if path.is_dir() else None}
+    return path, rec
+
+
+def output_dir(cfg: EvalConfig, rec: dict) -> Path:
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    if rec["run"]:
+        return Path(rec["run"]) / "eval"
+    return Path(cfg.run.root) / "eval" / model_slug(cfg.model)
+
+
+def model_key(rec: dict) -> str:
+    """What a predictions line must match to be reused: the same model files."""
+    p = Path(rec["path"])
+    if rec["manifest_sha256"]:
+        return rec["manifest_sha256"][:16]
+    weights = sorted(p.glob("*.safetensors")) if p.is_dir() else []
+    return "|".join([str(p.resolve()) if p.is_dir() else str(p)] + [f"{w.name}:{w.stat().st_size}" for w in weights])
+
+
+# ---- predictions file ----------------------------------------------------------------------------
+def read_predictions(path: Path, protocol_tag: str, key: str) -> dict[str, dict]:
+    """Finished lines by question id. A torn last line (a crash mid-write) is dropped; a line from
+    another model or protocol is an error (delete the file or pass resume=false)."""
+    done: dict[str, dict] = {}
+    if not path.is_file():
+        return done
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i >= len(lines) - 1:
+                continue
+            raise RunError(f"{path}:{i}: not valid JSON; delete the file or pass resume=false") from None
+        if rec.get("protocol") != protocol_tag or rec.get("model_key") != key:
+            raise RunError(f"{path}:{i}: written for protocol {rec.get('protocol')} / another model; "
+                           f"delete it or pass resume=false")
+        done[rec["id"]] = rec
+    return done
+
+
+def _append(path: Path, rows: list[dict]) -> None:
+    import os
+    with open(path, "a", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ---- the evaluation ------------------------------------------------------------------------------
+def evaluate(cfg: EvalConfig, backend=None, quiet: bool = False) -> dict:
+    """Run (or resume) one evaluation; returns the result dict (also written to disk)."""
+    t0 = time.time()
+    protocol = get_protocol(cfg.protocol)
+    bench = load_benchmark(cfg.bench, cfg.data_dir or None, subjects=cfg.subjects or None,
+                           with_shots=protocol.shots > 0)
+    questions = bench.questions
+    if cfg.limit > 0:
+        seen: dict[str, int] = {}
+        questions = [q for q in questions if (seen.__setitem__(q.subject, seen.get(q.subject, 0) + 1)
+                                              or seen[q.subject] <= cfg.limit)]
+    model_path, rec = describe_model(cfg.model)
+    out = output_dir(cfg, rec)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{bench.spec.name}.{protocol.name}"
+    result_path, pred_path = out / f"{stem}.json", out / f"{stem}.predictions.jsonl"
+    tag, key = f"{protocol.name}@{protocol.version}", model_key(rec)
+    if result_path.exists():
+        result_path.unlink()     # re-derived below; a stale result must not outlive a changed run
+    if not cfg.resume and pred_path.exists():
+        pred_path.unlink()
+    done = read_predictions(pred_path, tag, key)
+
+    def say(*a):
+        if not quiet:
+            print(*a, flush=True)
+    say(f"eval {bench.spec.name} v{bench.spec.version} | protocol {tag} | model {cfg.model} | "
+        f"{len(questions)} questions, {len(bench.subjects)} subjects | out {out}")
+    for note in bench.notes:
+        say(f"  note: {note}")
+    if protocol.label:
+        say(f"  {protocol.label}")
+
+    tokenizer = getattr(backend, "tokenizer", None)
+    if protocol.chat and tokenizer is None:      # chat prompts are rendered by the model's template
+        from eval.backends.hf import load_tokenizer
+        tokenizer = load_tokenizer(model_path)
+    todo_by_subject: dict[str, list] = {}
+    prompts: dict[str, object] = {}
+    prefix_memo: dict = {}
+    for q in questions:
+        pr = build_prompt(protocol, bench.spec, bench.subjects, q, bench.shots.get(q.subject, []),
+                          tokenizer=tokenizer, prefix_cache=prefix_memo)
+        prev = done.get(q.id)
+        if prev is None or prev.get("prompt_sha256") != pr.sha256:   # new, or the prompt changed
+            prompts[q.id] = pr
+            todo_by_subject.setdefault(q.subject, []).append(q)
+            done.pop(q.id, None)
+    n_todo = sum(len(v) for v in todo_by_subject.values())
+    if n_todo:
+        say(f"  {len(questions) - n_todo} answered before (resumed), {n_todo} to go")
+        if backend is None:
+            backend = _make_backend(cfg, model_path)
+        if rec["params"] is None and hasattr(backend, "num_params"):
+            rec["params"] = backend.num_params()
+        done.update(_score(cfg, protocol, bench, backend, todo_by_subject, prompts, pred_path, tag, key, quiet))
+    t_model = time.time() - t0
+
+    rows = [done[q.id] for q in questions]
+    correct = [bool(r["correct"]) for r in rows]
+    subj = [q.subject for q in questions]
+    micro, macro, per = accuracy(correct, subj)
+    for s, v in per.items():
+        v["category"] = bench.subjects[s][2]
+    groups = group_members(bench)
+    result = {
+        "schema_version": 1, "benchmark": bench.spec.name, "benchmark_version": bench.spec.version,
+        "split": bench.spec.split, "data_source": bench.data_source,
+        "subset": bench.subset if cfg.limit <= 0 and not cfg.subjects else f"{bench.subset}+partial",
+        "n_subjects": len(per), "n_questions": len(rows),
+        "n_unparsed": sum(1 for r in rows if r.get("pred") is None),
+        "n_fallback": sum(1 for r in rows if r.get("fallback")),
+        "protocol": {**protocol.record(), "shots": protocol.shots},
+        "model": rec, "backend": getattr(backend, "name", cfg.backend),
+        "acc_micro": micro, "acc_macro": macro,
+        "ci95": bootstrap_ci(correct, subj, cfg.bootstrap_samples, cfg.seed),
+        "per_subject": per, "per_category": group_accuracy(per, groups),
+        "git_sha": git_info().get("git_sha"), "date": now_iso(),
+        "predictions": pred_path.name, "notes": bench.notes,
+        "limit_per_subject": cfg.limit or None, "elapsed_s": round(t_model, 2),
+        "config": {k: v for k, v in to_dict(cfg).items() if k not in ("bench", "run")},
+    }
+    atomic_write_json(result_path, result)
+    say(summary(result))
+    say(f"wrote {result_path}")
+    return result
+
+
+def _make_backend(cfg: EvalConfig, model_path):
+    from eval.backends import make_backend
+    return make_backend(cfg.backend, model_path, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                        prefix_cache=cfg.prefix_cache, seed=cfg.seed)
+
+
+def _score(cfg, protocol, bench, backend, todo_by_subject, prompts, pred_path, tag, key, quiet) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    new: dict[str, dict] = {}
+    total = sum(len(v) for v in todo_by_subject.values())
+    chunk = max(cfg.batch_size * 4, 1)     # questions per progress step and per append to the file
+    max_new = cfg.max_new_tokens or protocol.max_new_tokens
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), disable=quiet or not sys.stdout.isatty()) as bar:
+        task = bar.add_task(f"{bench.spec.name}/{protocol.name}", total=total)
+        for subject, qs in todo_by_subject.items():
+            for s in range(0, len(qs), chunk):
+                part = qs[s:s + chunk]
+                rows = []
+                if protocol.scoring == "logits":
+                    scores = backend.score_subject(prompts[part[0].id].prefix, [prompts[q.id].suffix for q in part])
+                    for q, sc in zip(part, scores):
+                        pred = "ABCD"[max(range(4), key=lambda i: sc[i])]
+                        rows.append({"scores": [round(x, 5) for x in sc], "pred": pred, "fallback": None})
+                else:
+                    texts = backend.generate([prompts[q.id].text for q in part], max_new)
+                    for q, text in zip(part, texts):
+                        pred, fb = parse_answer(protocol, bench.spec, q, text, cfg.seed)
+                        rows.append({"generated": text, "pred": pred, "fallback": fb})
+                lines = []
+                for q, r in zip(part, rows):
+                    line = {"id": q.id, "subject": q.subject, "prompt_sha256": prompts[q.id].sha256,
+                            "gold": q.answer, **r, "correct": r["pred"] == q.answer, "protocol": tag,
+                            "model_key": key}
+                    new[q.id] = line
+                    lines.append(line)
+                _append(pred_path, lines)
+                bar.advance(task, len(part))
+    return new
+
+
+def summary(result: dict) -> str:
+    ci = result["ci95"]
+    lines = [f"{result['benchmark']} | {result['protocol']['name']} | {result['model']['name']} | "
+             f"acc_micro {100 * result['acc_micro']:.2f} [{100 * ci['micro'][0]:.1f}, {100 * ci['micro'][1]:.1f}] | "
+             f"acc_macro {100 * result['acc_macro']:.2f} [{100 * ci['macro'][0]:.1f}, {100 * ci['macro'][1]:.1f}] | "
+             f"n {result['n_questions']} | unparsed {result['n_unparsed']} | fallback {result['n_fallback']}"]
+    for g, v in result["per_category"].items():
+        lines.append(f"  {g:<16} {100 * v['acc']:6.2f}  (n {v['n']}, {v['n_subjects']} subjects)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg, _ = parse_args(EvalConfig, argv, prog="eval.run")
+    try:
+        return evaluate(cfg)
+    except (RunError, BenchmarkDataError, ValueError) as e:
+        print(f"eval error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""DPO on top of an SFT run: preference recipe -> dedupe + decontamination -> TRL DPOTrainer (or
+LLaMA-Factory) -> runs/dpo/<recipe>-<stamp>/ with model/, metrics.jsonl and manifest.json.
+
+The reference model is the SFT run itself (TRL keeps a frozen copy of the initial policy; with LoRA
+it disables the adapters). Logged per step: loss, reward margin, implicit-reward accuracy,
+chosen/rejected log-probs and rewards.
+
+Run as:
+    CPU:  make dpo RECIPE=demo_dpo INIT=runs/sft/<run>
+          (= python -m rl.dpo rl/recipes/demo_dpo.yaml init_from=runs/sft/<run> backend=trl)
+    GPU:  make dpo RECIPE=zh_dpo INIT=runs/sft/<run>                       (bf16, TRL)
+          make dpo RECIPE=zh_dpo INIT=runs/sft/<run> BACKEND=llamafactory  (needs make setup-llamafactory)
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.config import parse_args, recipe_name
+from core.log import StepLogger, plot_metrics
+from core.runs import Run, RunOptions, atomic_write_json
+from data_recipes.preference import PreferenceDataError, default_data_root, load_recipe
+from rl.trainer_io import DecontamOptions, LoraOptions
+
+DPO_KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm",
+            "rewards/margins": "reward_margin", "rewards/accuracies": "reward_acc",
+            "logps/chosen": "logp_chosen", "logps/rejected": "logp_rejected",
+            "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected"}
+
+
+@dataclass
+class DataOptions:
+    """Which preference pairs, and how they are cleaned."""
+    recipe: str = "demo"                  # data_recipes/pref_mixes/<name>.yaml (or a path to one)
+    data_root: str = ""                   # {data_root} in recipes; empty = $ZHLLM_SHARED_DATA or ../shared/data
+    bad_rows: str = ""                    # error | skip; empty = the recipe's choice (default error)
+    max_rows: int = 0                     # keep at most this many pairs after dedupe (0 = all)
+
+
+@dataclass
+class DPOOptions:
+    """The preference objective."""
+    beta: float = 0.1                     # KL strength: higher stays closer to the SFT reference
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])  # TRL loss(es): sigmoid | ipo | hinge | robust ...
+    label_smoothing: float = 0.0          # conservative-DPO noise rate (sigmoid loss only)
+    max_len_tokens: int = 1024            # prompt + answer tokens per sequence (longer is truncated)
+    precompute_ref_logps: bool = False    # score the reference once up front (saves memory on big models)
+
+
+@dataclass
+class TrainOptions:
+    """Steps, batch and precision."""
+    max_steps: int = 100                  # optimizer steps (0 = run `epochs` over the data)
+    epochs: float = 1.0                   # passes over the data when max_steps is 0
+    batch_size: int = 4                   # preference pairs per device per micro-step
+    grad_accum_steps: int = 1             # micro-steps per optimizer step
+    log_every_steps: int = 5              # optimizer steps between step lines
+    save_every_steps: int = 0             # checkpoint interval in optimizer steps (0 = final model only)
+    seed: int = 0                         # data order and LoRA init
+    precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    gradient_checkpointing: bool = False  # trade compute for memory on long sequences
+
+
+@dataclass
+class OptimOptions:
+    """AdamW and schedule."""
+    lr: float = 5.0e-7                    # peak learning rate (DPO on a full model wants it small)
+    warmup_steps: int = 0                 # linear warmup in optimizer steps
+    scheduler: str = "cosine"             # transformers lr_scheduler_type
+    weight_decay: float = 0.0             # AdamW weight decay
+    max_grad_norm: float = 1.0            # gradient clipping
+
+
+@dataclass
+class DPOConfigFile:
+    init_from: str = ""                   # finished SFT run folder (or an HF model folder) = policy and reference
+    backend: str = "trl"                  # trl | llamafactory (runs .venv-llamafactory/bin/llamafactory-cli)
+    data: DataOptions = field(default_factory=DataOptions)
+    decontam: DecontamOptions = field(default_factory=DecontamOptions)
+    dpo: DPOOptions = field(default_factory=DPOOptions)
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+
+
+def prepare_data(cfg: DPOConfigFile, run: Run):
+    """Preference rows after dedupe and decontamination; writes data_report.json and decontamination.json."""
+    from rl.trainer_io import decontaminate_records
+    data_root = Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()
+    try:
+        recipe, data = load_recipe(cfg.data.recipe, data_root, bad_rows=cfg.data.bad_rows or None,
+                                   max_rows=cfg.data.max_rows)
+    except PreferenceDataError as e:
+        raise SystemExit(f"data error: {e}") from None
+    records = [(r["source"], r["where"], "\n".join(m["content"] for m in r["prompt"] + r["chosen"] + r["rejected"]))
+               for r in data.rows]
+    keep = decontaminate_records(records, cfg.decontam, data_root, run.path / "decontamination.json")
+    data.rows = [r for r, k in zip(data.rows, keep) if k]
+    if not data.rows:
+        raise SystemExit("data error: decontamination dropped every preference pair")
+    report = {"recipe": recipe["name"], **data.report(), "n_after_decontam": len(data.rows),
+              "hash": data.content_hash()}
+    atomic_write_json(run.path / "data_report.json", report)
+    print(f"data: {recipe['name']}: {len(data.rows)} pairs ({data.n_duplicates} duplicates, {len(data.bad)} bad rows "
+          f"skipped) from " + ", ".join(f"{k} [{v['origin']}]" for k, v in data.sources.items()))
+    return recipe, data
+
+
+def total_steps(cfg: DPOConfigFile, n_rows: int) -> int:
+    if cfg.train.max_steps > 0:
+        return cfg.train.max_steps
+    per_step = cfg.train.batch_size * cfg.train.grad_accum_steps
+    return max(1, math.ceil(math.ceil(n_rows / per_step) * cfg.train.epochs))
+
+
+def train_trl(cfg: DPOConfigFile, run: Run, model_dir: Path, rows: list[dict], steps: int) -> dict:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from rl.trainer_io import (count_params, device_flags, export_model, load_policy, peft_config,
+                               quiet_trainer, step_logger_callback)
+    flags = device_flags(cfg.train.precision)
+    model, tok = load_policy(model_dir, flags["bf16"])
+    args = DPOConfig(
+        output_dir=str(run.path / "checkpoints"), max_steps=steps, num_train_epochs=cfg.train.epochs,
+        per_device_train_batch_size=cfg.train.batch_size, gradient_accumulation_steps=cfg.train.grad_accum_steps,
+        learning_rate=cfg.optim.lr, lr_scheduler_type=cfg.optim.scheduler, warmup_steps=cfg.optim.warmup_steps,
+        weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm,
+        beta=cfg.dpo.beta, loss_type=list(cfg.dpo.loss_type), label_smoothing=cfg.dpo.label_smoothing,
+        max_length=cfg.dpo.max_len_tokens, precompute_ref_log_probs=cfg.dpo.precompute_ref_logps,
+        logging_steps=cfg.train.log_every_steps, save_strategy="steps" if cfg.train.save_every_steps else "no",
+        save_steps=cfg.train.save_every_steps or 500, report_to="none", seed=cfg.train.seed,
+        activation_checkpointing=cfg.train.gradient_checkpointing, disable_tqdm=True, dataset_num_proc=None,
+        **flags)
+    logger = StepLogger(run.path / "metrics.jsonl", steps)
+    callback = step_logger_callback(logger, DPO_KEYS)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=peft_config(cfg.lora), callbacks=[callback])
+    quiet_trainer(trainer)
+    trainer.train()
+    export_model(trainer.model, tok, run.path / "model")
+    return {"steps": trainer.state.global_step, "tokens_seen": int(callback.last.get("num_tokens") or 0),
+            "final": {k: v for k, v in callback.last.items() if k != "num_tokens"},
+            "summary": callback.summary, "params": count_params(trainer.model)}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg, recipe_file = parse_args(DPOConfigFile, argv, prog="rl.dpo")
+    if cfg.backend not in ("trl", "llamafactory"):
+        raise SystemExit(f"config error: backend must be trl or llamafactory, got {cfg.backend!r}")
+    from rl.trainer_io import resolve_init
+    model_dir, parent_manifest = resolve_init(cfg.init_from)
+    run = Run.create("dpo", recipe_name(recipe_file, "dpo"), cfg.run)
+    run.write_config(cfg)
+    print(f"config: {recipe_file or '(defaults)'}\noutput: {run.path}\nparent: {cfg.init_from} (reference model)")
+    recipe, data = prepare_data(cfg, run)
+    steps = total_steps(cfg, len(data.rows))
+    if cfg.backend == "trl":
+        result = train_trl(cfg, run, model_dir, data.trl_rows(), steps)
+    else:
+        from rl.llamafactory_dpo import train_llamafactory
+        result = train_llamafactory(cfg, run, model_dir, data.rows, steps)
+    plot_metrics(run.path / "metrics.jsonl", run.path / "metrics.png",
+                 keys=("loss", "reward_margin", "reward_acc"), title=f"DPO {run.path.name}")
+    is_run = parent_manifest is not None
+    run.finish(parent=str(Path(cfg.init_from)) if is_run else None, init_model=str(model_dir),
+               reference_model=str(model_dir), backend=cfg.backend,
+               data_recipe={"name": recipe["name"], "hash": data.content_hash(), "n_pairs": len(data.rows)},
+               steps=result["steps"], tokens_seen=result["tokens_seen"], final_metrics=result["final"],
+               params=result.get("params"), lora=cfg.lora.enabled)
+    print(f"finished: {run.path}\nnext: make eval BENCH=demo MODEL={run.path}   or   "
+          f"make grpo RECIPE=demo_grpo INIT={run.path}")
+    return run.path
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,172 @@
+"""The `llamafactory` backend of sft/train.py: the same SFT data recipe trained by LLaMA-Factory.
+
+LLaMA-Factory 0.9.5 pins transformers<=5.6, trl<=0.24, peft<=0.18.1, so it runs from its own venv
+(`make setup-llamafactory`) as `llamafactory-cli train <yaml>`. This module
+  1. exports the decontaminated mix as a LLaMA-Factory dataset (dataset_info.json + <recipe>.json),
+  2. stages the parent model with a tokenizer_config.json its transformers can read (see below),
+  3. writes the train YAML (same hyperparameters as the trl backend) and runs the CLI,
+  4. collects the output into our run folder layout: metrics.jsonl from trainer_state.json, adapter/
+     (LoRA), model/ (LoRA merged here with our peft, or the full weights) with OUR tokenizer files.
+
+Tokenizer compatibility: transformers 5.24 saves `"tokenizer_class": "TokenizersBackend"`, a class
+5.6 does not have; the staged copy says `PreTrainedTokenizerFast` (the same tokenizer.json). Weights
+are symlinked, not copied.
+
+Run as (through sft/train.py):
+    CPU:  make sft RECIPE=demo INIT=runs/pretrain/<run> BACKEND=llamafactory ARGS="lora.enabled=true"
+    GPU:  make sft RECIPE=zh_mix INIT=runs/pretrain/<run> BACKEND=llamafactory
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from core.log import StepLogger
+from core.runs import REPO_ROOT, atomic_write_json, atomic_write_text
+from data_recipes.sft_mix import export_llamafactory
+
+TOKENIZER_CONFIG_CLASS = "PreTrainedTokenizerFast"  # readable by transformers 5.6 and 5.24 alike
+
+
+def cli_path(venv: str) -> Path:
+    p = Path(venv)
+    return (p if p.is_absolute() else REPO_ROOT / p) / "bin" / "llamafactory-cli"
+
+
+def stage_model(model_dir: Path, out: Path) -> Path:
+    """A folder LLaMA-Factory's transformers can load: symlinks to the weights and config, a
+    tokenizer_config.json naming a tokenizer class that exists in transformers 5.6."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in model_dir.iterdir():
+        if p.is_file() and p.name != "tokenizer_config.json" and not (out / p.name).exists():
+            (out / p.name).symlink_to(p.resolve())
+    tc_path = model_dir / "tokenizer_config.json"
+    tc = json.loads(tc_path.read_text(encoding="utf-8")) if tc_path.is_file() else {}
+    tc["tokenizer_class"] = TOKENIZER_CONFIG_CLASS
+    if "chat_template" not in tc and (model_dir / "chat_template.jinja").is_file():
+        tc["chat_template"] = (model_dir / "chat_template.jinja").read_text(encoding="utf-8")
+    atomic_write_json(out / "tokenizer_config.json", tc)
+    return out
+
+
+def train_yaml(cfg, model_dir: Path, dataset_dir: Path, dataset: str, output_dir: Path, cpu: bool) -> dict:
+    """LLaMA-Factory's train arguments for our resolved SFT config (same hyperparameters as trl)."""
+    lora = cfg.lora
+    y = {
+        "model_name_or_path": str(model_dir), "trust_remote_code": False,
+        "stage": "sft", "do_train": True,
+        "finetuning_type": "lora" if lora.enabled else "full",
+        "dataset": dataset, "dataset_dir": str(dataset_dir), "template": cfg.llamafactory.template,
+        "cutoff_len": cfg.data.max_seq_len_tokens, "packing": cfg.data.packing,
+        "train_on_prompt": False,          # loss on assistant turns only, as in the trl backend
+        "overwrite_cache": True, "preprocessing_num_workers": 1, "dataloader_num_workers": 0,
+        "output_dir": str(output_dir), "overwrite_output_dir": True, "logging_steps": cfg.train.log_every_steps,
+        "save_strategy": "steps" if cfg.train.save_every_steps else "no", "plot_loss": False,
+        "report_to": "none", "per_device_train_batch_size": cfg.train.batch_size,
+        "gradient_accumulation_steps": cfg.train.grad_accum_steps, "learning_rate": cfg.optim.lr,
+        "num_train_epochs": cfg.train.epochs, "lr_scheduler_type": cfg.optim.scheduler,
+        "warmup_steps": cfg.optim.warmup_steps, "weight_decay": cfg.optim.weight_decay,
+        "max_grad_norm": cfg.optim.max_grad_norm, "seed": cfg.train.seed,
+        "bf16": (not cpu) and cfg.train.precision in ("auto", "bf16"),
+    }
+    if cfg.train.max_steps:
+        y["max_steps"] = cfg.train.max_steps
+    if cfg.train.save_every_steps:
+        y["save_steps"] = cfg.train.save_every_steps
+    if cpu:
+        y["use_cpu"] = True
+    if lora.enabled:
+        y.update({"lora_rank": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
+                  "lora_target": ",".join(lora.target_modules)})
+    y.update(cfg.llamafactory.extra)
+    return y
+
+
+def prepare(cfg, run_path: Path, model_dir: Path, examples, dataset: str, cpu: bool) -> Path:
+    """Write <run>/llamafactory/{data/, model/, train.yaml}; returns the YAML path."""
+    lf = run_path / "llamafactory"
+    export_llamafactory(examples, lf / "data", dataset)
+    staged = stage_model(model_dir, lf / "base_model")
+    y = train_yaml(cfg, staged, lf / "data", dataset, lf / "output", cpu)
+    atomic_write_text(lf / "train.yaml", yaml.safe_dump(y, sort_keys=False, allow_unicode=True))
+    return lf / "train.yaml"
+
+
+def metrics_from_state(state_path: Path, metrics_path: Path) -> list[dict]:
+    """Our metrics.jsonl (and step lines) from the Trainer's log_history."""
+    state = json.loads(state_path.read_text(encoding="utf-8"))
+    logs = [h for h in state.get("log_history", []) if "loss" in h]
+    logger = StepLogger(metrics_path, state.get("max_steps") or len(logs), append=False)
+    for h in logs:
+        rec = {"loss": float(h["loss"]), "lr": float(h.get("learning_rate", 0.0))}
+        if h.get("grad_norm") is not None:
+            rec["grad_norm"] = float(h["grad_norm"])
+        if h.get("num_input_tokens_seen"):
+            rec["tokens"] = int(h["num_input_tokens_seen"])
+        logger.step(int(h["step"]), **rec)
+    return logs
+
+
+def train(cfg, run, model_dir: Path, tokenizer, examples) -> dict:
+    """Run llamafactory-cli and collect its output; raises sft.train.Fail on any failure."""
+    import math
+
+    import torch
+
+    from sft.train import Fail, save_model
+    cli = cli_path(cfg.llamafactory.venv)
+    if not cli.is_file():
+        raise Fail(f"{cli} not found: run `make setup-llamafactory` first (its own venv, see README)")
+    cpu = not torch.cuda.is_available()
+    yaml_path = prepare(cfg, run.path, model_dir, examples, "sft_" + run.recipe, cpu)
+    out_dir = run.path / "llamafactory" / "output"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1",
+           "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "") if not cpu else ""}
+    env.pop("PYTHONPATH", None)  # our venv's packages must not leak into LLaMA-Factory's
+    print(f"llamafactory: {cli} train {yaml_path}", flush=True)
+    log_path = run.path / "llamafactory" / "train.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([str(cli), "train", str(yaml_path)], cwd=run.path / "llamafactory", env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            log.write(line)
+            sys.stdout.write(line)
+        try:
+            rc = proc.wait(timeout=cfg.llamafactory.timeout_s or None)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise Fail(f"llamafactory-cli ran past {cfg.llamafactory.timeout_s}s (log: {log_path})") from None
+    if rc != 0:
+        raise Fail(f"llamafactory-cli exited {rc}; see {log_path}")
+    state_path = out_dir / "trainer_state.json"
+    if not state_path.is_file():
+        raise Fail(f"llamafactory-cli finished but wrote no {state_path}")
+    logs = metrics_from_state(state_path, run.path / "metrics.jsonl")
+    losses = [float(h["loss"]) for h in logs]
+    if not losses or not all(math.isfinite(x) for x in losses):
+        raise Fail(f"llamafactory training loss missing or not finite: {losses[-5:]}")
+    from transformers import AutoModelForCausalLM
+    if cfg.lora.enabled:
+        from peft import PeftModel
+        adapter = run.path / "adapter"
+        adapter.mkdir(exist_ok=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            if not (out_dir / name).is_file():
+                raise Fail(f"LoRA run wrote no {out_dir / name}")
+            shutil.copy2(out_dir / name, adapter / name)
+        tokenizer.save_pretrained(adapter)
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    save_model(model, tokenizer, run.path / "model")  # our tokenizer files, not LLaMA-Factory's re-save
+    state = json.loads(state_path.read_text(encoding="utf-8"))
+    tokens = max([int(h.get("num_input_tokens_seen", 0)) for h in state.get("log_history", [])] + [0])
+    return {"steps": int(state.get("global_step", 0)), "tokens_seen": tokens, "final_loss": losses[-1],
+            "llamafactory_yaml": str(yaml_path.relative_to(run.path))}

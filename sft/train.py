@@ -1,0 +1,364 @@
+"""Supervised fine-tuning: an SFT data recipe (data_recipes/sft_mixes/) on top of a finished run or an
+HF model folder, through TRL's SFTTrainer (default) or LLaMA-Factory, full or LoRA.
+
+Order of work: resolve the parent -> inherit unset hyperparameters from its config.yaml (each one
+logged) -> load, filter and render the mix (structural errors stop here, before any folder is
+written) -> decontaminate against the benchmarks -> train -> write model/ (HF, with the chat
+template), samples.md (answers to fixed prompts), manifest.json last.
+
+    runs/sft/<recipe>-<stamp>/
+      config.yaml  data_recipe.yaml  data_report.json  decontamination.json  metrics.jsonl  loss.png
+      model/  adapter/ (LoRA only)  samples.md  manifest.json
+
+The loss is on assistant tokens only: labels come from the chat template's {% generation %} spans
+(the mask TRL's `assistant_only_loss` builds), computed once in data_recipes/sft_formats.render so that
+truncation is counted and the golden-id tests cover exactly what trains.
+
+Run as:
+    CPU:  make sft RECIPE=demo INIT=runs/pretrain/<run>
+          (= python -m sft.train sft/recipes/demo.yaml init_from=runs/pretrain/<run> backend=trl)
+          make sft RECIPE=zh_mix_small INIT=<run> ARGS="lora.enabled=true train.max_steps=20"
+    GPU:  make sft RECIPE=zh_mix INIT=runs/pretrain/<run>                      (bf16, TRL)
+          make sft RECIPE=zh_mix INIT=runs/pretrain/<run> BACKEND=llamafactory (make setup-llamafactory first)
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.config import dump_yaml, parse_args, recipe_name
+from core.log import StepLogger, plot_metrics
+from core.runs import (Run, RunError, RunOptions, atomic_write_json, atomic_write_text, check_tokenizer_files,
+                       resolve_model_dir)
+from data_recipes import sft_formats
+from data_recipes.identity import IdentityError
+from data_recipes.sft_mix import MixError, load_mix, load_recipe, mix_path, run_decontam
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class DataOptions:
+    """Which SFT mix, and how its examples become training sequences."""
+    recipe: str = "demo"                  # data_recipes/sft_mixes/<name>.yaml (or a path to one)
+    mix_overrides: list[str] = field(default_factory=list)  # key.sub=value overrides of the data recipe
+    max_seq_len_tokens: int | None = None  # longest training sequence; unset = the parent's, else 1024
+    truncation: str = "truncate"          # longer examples: truncate (keep the start) | drop
+    packing: bool = False                 # pack several examples per sequence (TRL bfd, padding-free)
+
+
+@dataclass
+class LoraOptions:
+    """LoRA adapters (PEFT) instead of full fine-tuning; merged into model/ at the end."""
+    enabled: bool = False
+    r: int = 16                           # adapter rank
+    alpha: int = 32                       # scale = alpha / r
+    dropout: float = 0.05                 # dropout on the adapter input
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+
+
+@dataclass
+class OptimOptions:
+    """AdamW with a cosine schedule. Unset (null) values come from the parent run's config."""
+    lr: float | None = None               # peak learning rate; unset = the parent's optim.lr, else 2e-5
+    warmup_steps: int = 10                # linear warmup in optimizer steps
+    scheduler: str = "cosine"             # transformers lr_scheduler_type
+    weight_decay: float | None = None     # unset = the parent's, else 0.0
+    max_grad_norm: float | None = None    # gradient clipping; unset = the parent's grad clip, else 1.0
+
+
+@dataclass
+class TrainOptions:
+    """Steps, batch, precision."""
+    max_steps: int = 0                    # optimizer steps (0 = `epochs` passes over the data)
+    epochs: float = 1.0                   # passes over the data when max_steps is 0
+    batch_size: int = 8                   # sequences per device per micro-step
+    grad_accum_steps: int = 1             # micro-steps per optimizer step
+    log_every_steps: int = 5              # optimizer steps between step lines
+    save_every_steps: int = 0             # checkpoint interval (0 = final model only)
+    seed: int | None = None               # data order, LoRA init; unset = the parent's, else 0
+    precision: str | None = None          # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32; unset = the parent's
+    gradient_checkpointing: bool = False  # recompute activations in backward (less memory)
+
+
+@dataclass
+class SampleOptions:
+    """The quick check after training: greedy answers to fixed prompts, written to samples.md."""
+    prompts: list[str] = field(default_factory=lambda: ["你是谁？", "中国的首都是哪里？",
+                                                        "请用一句话介绍一下长城。", "Who are you?"])
+    max_new_tokens: int = 64
+
+
+@dataclass
+class LlamaFactoryOptions:
+    """The llamafactory backend (its own venv from `make setup-llamafactory`)."""
+    venv: str = ".venv-llamafactory"      # folder with bin/llamafactory-cli
+    template: str = "chatml"              # LLaMA-Factory template name matching our ChatML template
+    extra: dict[str, Any] = field(default_factory=dict)  # more keys for its train YAML, passed as is
+    timeout_s: int = 0                    # kill llamafactory-cli after this long (0 = no limit)
+
+
+@dataclass
+class SFTConfig:
+    init_from: str = ""                   # finished run folder (runs/pretrain/<run>) or an HF model folder
+    backend: str = "trl"                  # trl | llamafactory
+    data: DataOptions = field(default_factory=DataOptions)
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    samples: SampleOptions = field(default_factory=SampleOptions)
+    llamafactory: LlamaFactoryOptions = field(default_factory=LlamaFactoryOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+
+
+# Our key -> candidate keys in the parent's config.yaml (SFT parents use ours, pretrain parents theirs).
+INHERIT = {
+    "optim.lr": ["optim.lr"],
+    "optim.weight_decay": ["optim.weight_decay"],
+    "optim.max_grad_norm": ["optim.max_grad_norm", "optim.grad_clip_norm"],
+    "train.seed": ["train.seed"],
+    "train.precision": ["train.precision"],
+    "data.max_seq_len_tokens": ["data.max_seq_len_tokens", "data.seq_len_tokens"],
+}
+FALLBACK = {"optim.lr": 2e-5, "optim.weight_decay": 0.0, "optim.max_grad_norm": 1.0, "train.seed": 0,
+            "train.precision": "auto", "data.max_seq_len_tokens": 1024}
+
+
+class Fail(Exception):
+    """Bad config or data: one line, exit 2, nothing marked finished."""
+
+
+def _dotted_get(d: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def inherit(cfg: SFTConfig, parent_dir: Path | None) -> dict:
+    """Fill unset hyperparameters from the parent's config.yaml, else FALLBACK; log and return each."""
+    parent_cfg = {}
+    if parent_dir is not None and (parent_dir / "config.yaml").is_file():
+        parent_cfg = yaml.safe_load((parent_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    out = {}
+    for key, candidates in INHERIT.items():
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) is not None:
+            continue
+        value, origin = FALLBACK[key], "default (not set in the recipe or the parent)"
+        for cand in candidates:
+            v = _dotted_get(parent_cfg, cand)
+            if v is not None:
+                value, origin = v, f"parent {parent_dir / 'config.yaml'}: {cand}"
+                break
+        setattr(getattr(cfg, section), name, type(FALLBACK[key])(value))
+        out[key] = {"value": getattr(getattr(cfg, section), name), "from": origin}
+        print(f"inherit {key} = {out[key]['value']}  <- {origin}")
+    return out
+
+
+def device_flags(precision: str) -> dict:
+    import torch
+    if precision not in ("auto", "bf16", "fp32"):
+        raise Fail(f"train.precision must be auto|bf16|fp32, got {precision!r}")
+    cuda = torch.cuda.is_available()
+    return {"use_cpu": not cuda, "bf16": precision == "bf16" or (precision == "auto" and cuda)}
+
+
+def training_rows(examples, data: DataOptions) -> tuple[list[dict], dict]:
+    """input_ids/labels per example, cut to max_seq_len_tokens; counts of what was cut or dropped."""
+    rows, counts = [], {"n_examples": len(examples), "truncated": 0, "dropped_too_long": 0,
+                        "dropped_no_assistant_tokens": 0, "truncated_where": []}
+    if data.truncation not in ("truncate", "drop"):
+        raise Fail(f"data.truncation must be truncate or drop, got {data.truncation!r}")
+    for ex in examples:
+        ids, labels = ex.input_ids, ex.labels
+        if len(ids) > data.max_seq_len_tokens:
+            if data.truncation == "drop":
+                counts["dropped_too_long"] += 1
+                continue
+            cut = sft_formats.truncate(ids, labels, data.max_seq_len_tokens)
+            if cut is None:
+                counts["dropped_no_assistant_tokens"] += 1
+                continue
+            ids, labels = cut
+            counts["truncated"] += 1
+            if len(counts["truncated_where"]) < 20:
+                counts["truncated_where"].append(f"{ex.source} {ex.where}: {len(ex.input_ids)} tokens")
+        rows.append({"input_ids": ids, "labels": labels})
+    if not rows:
+        raise Fail("no training sequences left after truncation")
+    counts["n_sequences"] = len(rows)
+    counts["n_tokens"] = sum(len(r["input_ids"]) for r in rows)
+    counts["n_loss_tokens"] = sum(sum(l != -100 for l in r["labels"]) for r in rows)
+    return rows, counts
+
+
+def step_callback(metrics_path: Path):
+    """Forward each Trainer log to core.log.StepLogger (one step line + metrics.jsonl)."""
+    from transformers import TrainerCallback
+
+    class Forward(TrainerCallback):
+        def __init__(self):
+            self.logger, self.last = None, (0.0, time.time())
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.logger = StepLogger(metrics_path, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs or self.logger is None:
+                return
+            tokens, now = float(logs.get("num_tokens", 0.0)), time.time()
+            rec = {"loss": float(logs["loss"]), "lr": float(logs.get("learning_rate", 0.0))}
+            if logs.get("grad_norm") is not None:
+                rec["grad_norm"] = float(logs["grad_norm"])
+            if tokens:
+                rec["tok_per_s"] = (tokens - self.last[0]) / max(now - self.last[1], 1e-9)
+                rec["tokens"] = int(tokens)
+            if "mean_token_accuracy" in logs:
+                rec["token_acc"] = float(logs["mean_token_accuracy"])
+            self.last = (tokens, now)
+            self.logger.step(state.global_step, **rec)
+    return Forward()
+
+
+def save_model(model, tokenizer, out: Path) -> None:
+    """HF folder with weights, tokenizer (chat template) and a generation config that stops at <|im_end|>."""
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    gc = model.generation_config
+    gc.eos_token_id, gc.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def train_trl(cfg: SFTConfig, run: Run, model_dir: Path, tokenizer, rows: list[dict]) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, PrinterCallback, ProgressCallback
+    from trl import SFTConfig as TRLConfig, SFTTrainer
+    flags = device_flags(cfg.train.precision)
+    torch.manual_seed(cfg.train.seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if cfg.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                                                 lora_dropout=cfg.lora.dropout, task_type="CAUSAL_LM",
+                                                 target_modules=list(cfg.lora.target_modules)))
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_all:,} parameters, {n_train:,} trainable ({'LoRA' if cfg.lora.enabled else 'full'})")
+    args = TRLConfig(
+        output_dir=str(run.path / "checkpoints"), max_steps=cfg.train.max_steps or -1,
+        num_train_epochs=cfg.train.epochs, per_device_train_batch_size=cfg.train.batch_size,
+        gradient_accumulation_steps=cfg.train.grad_accum_steps, learning_rate=cfg.optim.lr,
+        lr_scheduler_type=cfg.optim.scheduler, warmup_steps=cfg.optim.warmup_steps,
+        weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm,
+        logging_steps=cfg.train.log_every_steps, logging_first_step=True,
+        save_strategy="steps" if cfg.train.save_every_steps else "no",
+        save_steps=cfg.train.save_every_steps or 500, report_to="none", seed=cfg.train.seed,
+        max_length=cfg.data.max_seq_len_tokens, packing=cfg.data.packing, disable_tqdm=True,
+        dataloader_num_workers=0, gradient_checkpointing=cfg.train.gradient_checkpointing, **flags)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, callbacks=[step_callback(run.path / "metrics.jsonl")])
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    out = trainer.train()
+    state = trainer.state
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    tokens = max([h.get("num_tokens", 0) for h in state.log_history] + [0])
+    if not losses or not all(math.isfinite(l) for l in losses):
+        raise Fail(f"training loss is not finite: {losses[-5:]}")
+    model = trainer.model
+    if cfg.lora.enabled:
+        model.save_pretrained(run.path / "adapter")
+        tokenizer.save_pretrained(run.path / "adapter")
+        model = model.merge_and_unload()
+    save_model(model, tokenizer, run.path / "model")
+    return {"steps": state.global_step, "tokens_seen": int(tokens), "final_loss": losses[-1],
+            "train_loss": out.training_loss, "trainable_params": n_train, "params": n_all}
+
+
+def write_samples(model_dir: Path, opts: SampleOptions, path: Path, title: str) -> None:
+    """Greedy answers of the saved model/ to fixed prompts (a smoke test anyone can read)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    lines = [f"# Samples: {title}", "", f"Greedy decoding of `model/`, at most {opts.max_new_tokens} new tokens, "
+             "no system prompt.", ""]
+    for prompt in opts.prompts:
+        enc = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                      tokenize=True, return_dict=True, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=opts.max_new_tokens, do_sample=False,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        answer = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        lines += [f"## {prompt}", "", answer or "(empty)", ""]
+    atomic_write_text(path, "\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg, recipe = parse_args(SFTConfig, argv, prog="sft.train")
+    try:
+        if cfg.backend not in ("trl", "llamafactory"):
+            raise Fail(f"backend must be trl or llamafactory, got {cfg.backend!r}")
+        if not cfg.init_from:
+            raise Fail("init_from is required: a finished run folder (runs/pretrain/<run>) or an HF model folder")
+        model_dir, parent_manifest = resolve_model_dir(cfg.init_from)
+        check_tokenizer_files(model_dir)
+        parent = Path(cfg.init_from) if parent_manifest is not None else None
+        print(f"sft: recipe {recipe or '(defaults)'} | data {mix_path(cfg.data.recipe)} | init {model_dir}"
+              f" | parent {parent or 'none (HF folder)'} | backend {cfg.backend}")
+        inherited = inherit(cfg, parent)
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        mix = load_recipe(cfg.data.recipe, cfg.data.mix_overrides)
+        result = load_mix(mix, tokenizer)
+        for p in result.problems:
+            print(f"  bad row ({p['kind']}) {p['where']}: {p['detail']}")
+        examples, decon = run_decontam(result)
+        rows, counts = training_rows(examples, cfg.data)
+    except (Fail, MixError, IdentityError, RunError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    print(f"data: {len(result.examples)} examples from {len(result.stats)} sources, "
+          f"{decon['n_flagged']} flagged by decontamination ({decon['policy']}), {counts['truncated']} truncated, "
+          f"{counts['n_sequences']} sequences, {counts['n_tokens']:,} tokens ({counts['n_loss_tokens']:,} in the loss)")
+
+    run = Run.create("sft", recipe_name(recipe, "sft"), cfg.run)
+    print(f"run folder: {run.path}")
+    run.write_config(cfg)
+    atomic_write_text(run.path / "data_recipe.yaml", dump_yaml(mix))
+    atomic_write_json(run.path / "decontamination.json", decon)
+    atomic_write_json(run.path / "data_report.json", {**result.report(), "sequences": counts})
+    try:
+        if cfg.backend == "trl":
+            out = train_trl(cfg, run, model_dir, tokenizer, rows)
+        else:
+            from sft import llamafactory
+            out = llamafactory.train(cfg, run, model_dir, tokenizer, examples)
+    except Fail as e:
+        print(f"error: {e}; {run.path} is left unfinished (no manifest.json)", file=sys.stderr)
+        raise SystemExit(1)
+    plot_metrics(run.path / "metrics.jsonl", run.path / "loss.png", keys=("loss", "lr"), title=run.path.name)
+    write_samples(run.path / "model", cfg.samples, run.path / "samples.md", f"sft/{run.path.name}")
+    run.finish(parent=str(parent) if parent else None, init_from=cfg.init_from, backend=cfg.backend,
+               finetuning="lora" if cfg.lora.enabled else "full",
+               data_recipe={"name": mix.name, "hash": result.hash}, inherited=inherited,
+               decontamination={k: decon[k] for k in ("policy", "n_checked", "n_flagged", "n_dropped")},
+               n_examples=len(examples), sequences=counts["n_sequences"], truncated=counts["truncated"], **out)
+    print(f"done: {run.path}\nnext: make eval BENCH=demo MODEL={run.path} PROTOCOL=chat-0shot-gen"
+          f"   |   make dpo RECIPE=demo_dpo INIT={run.path}")
+    return run.path
+
+
+if __name__ == "__main__":
+    main()

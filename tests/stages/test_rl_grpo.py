@@ -1,0 +1,60 @@
+"""`python -m rl.grpo` on a fake finished SFT run with the tiny model: two steps with a small group,
+rewards computed and logged per function, KL and completion length, run folder + manifest complete
+with the parent link, and prompt decontamination."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.log import read_metrics
+from core.runs import Run, RunOptions, require_finished
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_model_dir) -> Path:
+    run = Run.create("sft", "tiny", RunOptions(root=str(tmp_path_factory.mktemp("runs")), name="tiny-sft"))
+    shutil.copytree(tiny_model_dir, run.path / "model")
+    run.finish(steps=0, tokens_seen=0)
+    return run.path
+
+
+def test_grpo_two_steps(tmp_path, sft_run):
+    from rl.grpo import main
+    out = main(["rl/recipes/demo_grpo.yaml", f"init_from={sft_run}", f"run.root={tmp_path}", "run.name=t",
+                "prompts.arithmetic_n=6", "train.max_steps=2", "train.prompts_per_step=2",
+                "grpo.num_generations=2", "grpo.max_completion_len_tokens=6", "train.log_every_steps=1",
+                "optim.lr=1e-3"])
+    manifest = require_finished(out, stage="grpo")
+    assert manifest["parent"] == str(sft_run) and manifest["steps"] == 2
+    assert manifest["rewards"] == {"mcq_correct": 1.0, "numeric_answer": 1.0, "answer_format": 0.5}
+    assert manifest["data_recipe"]["n_prompts"] > 6 and manifest["tokenizer_sha256"]
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert math.isfinite(r["loss"]) and "reward" in r and "reward/answer_format" in r
+        assert 0 < r["completion_len"] <= 6 and r["kl"] >= 0
+    # Each logged batch held mcq or arithmetic prompts, so at least one task reward was computed.
+    assert any("reward/mcq_correct" in r or "reward/numeric_answer" in r for r in rows)
+    # The two demo exam questions copied from the demo benchmark are dropped, dev rows are not checked.
+    decon = json.loads((out / "decontamination.json").read_text())
+    assert decon["n_checked"] == 22 and decon["n_dropped"] == 2
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["per_source"]["demo_dev"] == 20 and report["per_source"]["exam_alpaca"] == 20
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(out / "model")
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "generation_config.json").is_file()
+
+
+def test_grpo_config_errors(tmp_path, sft_run):
+    from rl.grpo import main
+    with pytest.raises(SystemExit, match="unknown reward"):
+        main([f"init_from={sft_run}", f"run.root={tmp_path}", "grpo.rewards=[mcq_correct,length_bonus]"])
+    with pytest.raises(SystemExit, match="reward_weights"):
+        main([f"init_from={sft_run}", f"run.root={tmp_path}", "grpo.reward_weights=[1.0]"])
+    with pytest.raises(SystemExit, match="num_generations must be >= 2"):
+        main([f"init_from={sft_run}", f"run.root={tmp_path}", "grpo.num_generations=1"])
+    assert not (tmp_path / "grpo").exists()       # config mistakes leave no run folder behind
