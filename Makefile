@@ -70,16 +70,16 @@ grpo: $(STAMP)
 
 # ---- evaluation ----------------------------------------------------------------------------
 eval: $(STAMP)
-	$(VPY) -m eval.run eval/benchmarks/$(BENCH).yaml model=$(MODEL) $(if $(PROTOCOL),protocol=$(PROTOCOL)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) $(ARGS)
+	$(VPY) -m eval.run eval/benchmarks/$(BENCH).yaml model=$(MODEL) $(if $(PROTOCOL),protocol=$(PROTOCOL)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) $(if $(LIMIT),limit=$(LIMIT)) $(if $(filter hf vllm,$(BACKEND)),backend=$(BACKEND)) $(ARGS)
 
 ablation: $(STAMP)
-	$(VPY) -m eval.ablation eval/benchmarks/$(BENCH).yaml model=$(MODEL) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) $(ARGS)
+	$(VPY) -m eval.ablation eval/benchmarks/$(BENCH).yaml model=$(MODEL) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) $(if $(LIMIT),limit=$(LIMIT)) $(if $(filter hf vllm,$(BACKEND)),backend=$(BACKEND)) $(ARGS)
 
 eval-crosscheck: $(STAMP)
-	$(VPY) -m eval.crosscheck eval/benchmarks/$(BENCH).yaml model=$(MODEL) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) $(ARGS)
+	$(VPY) -m eval.crosscheck eval/benchmarks/$(BENCH).yaml model=$(MODEL) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) $(if $(LIMIT),limit=$(LIMIT)) $(ARGS)
 
 eval-opencompass: setup-opencompass
-	$(VPY) -m eval.opencompass eval/benchmarks/$(BENCH).yaml model=$(MODEL) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) $(ARGS)
+	$(VPY) -m eval.opencompass eval/benchmarks/$(BENCH).yaml model=$(MODEL) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) $(if $(LIMIT),limit=$(LIMIT)) $(ARGS)
 
 leaderboard: $(STAMP)
 	$(VPY) -m leaderboard.build $(ARGS)

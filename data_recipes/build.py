@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import resource
 import shutil
 import sys
 import time
@@ -31,13 +32,14 @@ from core.config import ConfigError, dump_yaml, parse_args, recipe_name, to_dict
 from core.log import progress
 from core.runs import Run, RunError, RunOptions, atomic_write_json, read_manifest, tokenizer_hash
 from data_recipes.clean import DEFAULT_OPERATORS, Chain, OperatorError, load_plugins
+from data_recipes.build_report import operator_table, per_source, print_summary
 from data_recipes.dedupe import Deduper, MinHasher, collision_probability, file_identity
 from data_recipes.shards import ShardWriter, dtype_for_vocab, open_shards
 from data_recipes.sources import (DataError, SourceConfig, batches, resolve_inputs, resolve_root, source_name,
                                   uses_local)
 from data_recipes.tokenizer import document_separator_id
 from data_recipes.tokenizer_train import TokenizerConfig, make_tokenizer
-from data_recipes.workers import DROP, ERROR, KEEP, clean_batch, init_clean, init_tokenize, ordered_map, tokenize_chunk
+from data_recipes.workers import DROP, ERROR, clean_batch, init_clean, init_tokenize, ordered_map, tokenize_chunk
 
 PIPELINE_VERSION = 1      # bump when a change to this code changes the output for the same recipe
 
@@ -134,8 +136,9 @@ def _print_plan(cfg: BuildConfig, recipe: str | None, chain: Chain) -> None:
     for src in cfg.sources:
         if uses_local(src, cfg.data_root):
             root = resolve_root(cfg.data_root)
-            print(f"#   source {source_name(src)}: local {src.path} under {root}"
-                  + ("" if root is None or root.exists() else " (data_root not present here)"))
+            where = f"under {root}" + ("" if root.exists() else " (not present here)") if root else \
+                "(local only: set data_root=<folder with the copy>)"
+            print(f"#   source {source_name(src)}: local {src.path} {where}")
         else:
             print(f"#   source {source_name(src)}: hub {src.hub} split={src.split} (streamed; set data_root for a local copy)")
     print(f"#   operators: {' -> '.join(chain.names)}")
@@ -243,6 +246,8 @@ def run_pass1(cfg: BuildConfig, inputs, skip: set[int], tmp: Path) -> _Pass1:
             "near": {"threshold": cfg.dedupe.near_threshold, "num_perm": cfg.dedupe.num_perm,
                      "ngram_chars": cfg.dedupe.ngram_chars, "seed": cfg.dedupe.seed} if cfg.dedupe.near else None}
     max_docs = {source_name(s): s.max_docs for s in cfg.sources}
+    if spec["near"] and cfg.num_workers > 1:
+        MinHasher(**spec["near"])   # import datasketch and cache the LSH bands once, before the workers fork
 
     def all_batches():
         for inp in inputs:
@@ -253,8 +258,8 @@ def run_pass1(cfg: BuildConfig, inputs, skip: set[int], tmp: Path) -> _Pass1:
     line_based = all(i.kind == "file" and i.format in ("jsonl", "txt") for i in inputs)
     total = sum(math.ceil(i.size_bytes / cfg.shards.batch_bytes) for i in inputs) if line_based else None
     last = None
+    results = ordered_map(clean_batch, all_batches(), cfg.num_workers, init_clean, (spec,))
     try:
-        results = ordered_map(clean_batch, all_batches(), cfg.num_workers, init_clean, (spec,))
         for res in progress(results, total=total, desc="clean + dedupe"):
             if last is not None and res[0] != last:
                 p1.check_input(last)
@@ -263,6 +268,7 @@ def run_pass1(cfg: BuildConfig, inputs, skip: set[int], tmp: Path) -> _Pass1:
         if last is not None:
             p1.check_input(last)
     finally:
+        results.close()          # stops the worker pool at once if a record failed the run
         p1.close()
     return p1
 
@@ -272,48 +278,12 @@ def run_pass2(cfg: BuildConfig, chunks, tok_dir: Path, tmp: Path, vocab_size: in
     writer = ShardWriter(tmp / "shards", dtype, cfg.shards.shard_size_tokens, rel_to=tmp)
     results = ordered_map(tokenize_chunk, chunks, cfg.num_workers, init_tokenize,
                           (str(tok_dir / "tokenizer.json"), dtype, sep_id))
-    for tokens, lengths, _ in progress(results, total=len(chunks), desc="tokenise -> shards"):
-        writer.add(tokens, lengths)
+    try:
+        for tokens, lengths, _ in progress(results, total=len(chunks), desc="tokenise -> shards"):
+            writer.add(tokens, lengths)
+    finally:
+        results.close()
     return writer.close()
-
-
-def _operator_table(chain: Chain, p1: _Pass1) -> list[dict]:
-    cur = sum(p["records"] for p in p1.per_input.values()) - sum(p1.errors.values())
-    rows = []
-    for name in chain.names + ["empty", "exact_dedupe", "near_dedupe"]:
-        if name == "empty" and not p1.drops[name]:
-            continue
-        rows.append({"name": name, "docs_in": cur, "dropped": p1.drops[name], "modified": p1.modified.get(name, 0)})
-        cur -= p1.drops[name]
-    return rows
-
-
-def print_summary(name: str, out: Path, report: dict, manifest: dict | None) -> None:
-    r = report
-    print(f"data {name}: {r['docs_in']:,} records in -> {r['docs_kept']:,} documents kept "
-          f"({r['chars_kept']:,} of {r['chars_in']:,} chars)")
-    if r["record_errors"]:
-        print("  unreadable records (quarantined): " + ", ".join(f"{k} {v}" for k, v in r["record_errors"].items()))
-    print(f"  {'operator':<28}{'in':>10}{'dropped':>10}{'modified':>10}")
-    for row in r["operators"]:
-        print(f"  {row['name']:<28}{row['docs_in']:>10,}{row['dropped']:>10,}{row['modified']:>10,}")
-    for a, b in r["duplicate_files"]:
-        print(f"  duplicate file: {a} == {b} ({r['duplicate_files_policy']})")
-    for f in r["empty_files"]:
-        print(f"  empty file: {f}")
-    t = r.get("tokenizer", {})
-    if t.get("ours", {}).get("tokens"):
-        line = (f"  tokenizer ({t['source']}, vocab {t['vocab_size']:,}): {t['ours']['chars_per_token']:.2f} chars/token, "
-                f"{t['ours']['bytes_per_token']:.2f} bytes/token on {t['heldout_docs']} held-out docs")
-        base = t.get("gpt2_style_baseline")
-        if base:
-            line += (f"; GPT-2-style byte BPE, same vocab: {base['chars_per_token']:.2f} chars/token "
-                     f"({t['token_ratio_baseline_over_ours']:.2f}x our token count)")
-        print(line)
-    if manifest:
-        print(f"  tokens: {manifest['num_tokens']:,} in {len(manifest['shards'])} shard(s) ({manifest['dtype']}); "
-              f"{r['seconds']:.1f}s with {r['num_workers']} worker(s)")
-    print(f"  -> {out}  (quarantine.jsonl: every rejected record with operator and reason)")
 
 
 def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path:
@@ -353,7 +323,9 @@ def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path
         run = Run(tmp, "data", name)
         run.write_config(cfg)
         print(f"data {name}: {len(inputs)} input(s) -> {out}")
+        t1, c1 = time.time(), _cpu()
         p1 = run_pass1(cfg, inputs, skip, tmp)
+        timings = {"clean_dedupe_s": round(time.time() - t1, 2), **_cpu_since(c1, "clean_dedupe")}
         with open(tmp / "quarantine.jsonl", "ab") as q:
             for path in empty:
                 q.write(json.dumps({"input": path, "operator": "input:empty_file", "reason": f"{path}: empty file"},
@@ -363,24 +335,29 @@ def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path
                 q.write(json.dumps({"input": a, "operator": "file_dedupe", "reason": f"byte-identical to {b} "
                                     f"({cfg.dedupe.duplicate_files})"}, ensure_ascii=False).encode() + b"\n")
         if p1.kept == 0:
-            raise DataError(f"no documents survived cleaning (see {tmp / 'quarantine.jsonl'} while it exists, "
-                            f"or rerun with on_error=fail); nothing written")
+            why = ", ".join(f"{k} {v}" for k, v in (p1.drops + Counter({f"input:{k}": v for k, v in p1.errors.items()}))
+                            .most_common()) or "no records read"
+            raise DataError(f"no documents survived cleaning ({why}); nothing written")
         report = {"recipe": recipe, "content_hash": key, "num_workers": cfg.num_workers,
                   "docs_in": sum(p["records"] for p in p1.per_input.values()), "docs_kept": p1.kept,
                   "chars_in": p1.chars_in, "chars_kept": p1.chars_kept,
                   "bytes_in": sum(i.size_bytes for i in inputs if i.index not in skip),
-                  "record_errors": dict(p1.errors), "operators": _operator_table(chain, p1),
+                  "record_errors": dict(p1.errors), "operators": operator_table(chain, p1),
                   "duplicate_files": dup_files, "duplicate_files_policy": cfg.dedupe.duplicate_files,
                   "empty_files": empty, "dedupe_index_bytes": p1.dedupe.index_bytes,
-                  "sources": _per_source(inputs, p1)}
+                  "sources": per_source(inputs, p1)}
         tok_dir = tmp / "tokenizer"
+        report["timings"] = timings
         report["tokenizer"] = make_tokenizer(cfg.tokenizer, p1.parts, tok_dir)
+        timings["tokenizer_s"] = report["tokenizer"]["seconds"]
         manifest = None
         if only != "tokenizer":
             from transformers import AutoTokenizer
             tok = AutoTokenizer.from_pretrained(str(tok_dir))
             sep = document_separator_id(tok)
+            t2, c2 = time.time(), _cpu()
             shards = run_pass2(cfg, p1.chunks, tok_dir, tmp, len(tok), sep)
+            timings.update(tokenise_shards_s=round(time.time() - t2, 2), **_cpu_since(c2, "tokenise_shards"))
             if not cfg.shards.keep_cleaned:
                 shutil.rmtree(tmp / "cleaned")
             report["seconds"] = round(time.time() - t0, 2)
@@ -403,14 +380,15 @@ def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path
     return out
 
 
-def _per_source(inputs, p1: _Pass1) -> dict:
-    out: dict = {}
-    for inp in inputs:
-        s = out.setdefault(inp.source, {"inputs": 0, "records": 0, "kept": 0})
-        s["inputs"] += 1
-        s["records"] += p1.per_input[inp.index]["records"]
-        s["kept"] += p1.per_input[inp.index]["kept"]
-    return out
+def _cpu() -> tuple[float, float]:
+    """CPU seconds of this process and of its finished (joined) worker processes."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _cpu_since(start: tuple[float, float], phase: str) -> dict:
+    now = _cpu()
+    return {f"{phase}_cpu_main_s": round(now[0] - start[0], 2), f"{phase}_cpu_workers_s": round(now[1] - start[1], 2)}
 
 
 def _swap(tmp: Path, out: Path) -> None:

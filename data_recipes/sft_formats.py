@@ -21,7 +21,7 @@ _ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant
 # no "答案：" answer prefix, options as "(A) …" rather than "A. …".
 MCQ_PLAIN_PROMPT = "请阅读这道选择题，从给出的选项里挑出正确的那一个。\n\n题目：{question}\n{options}"
 MCQ_PLAIN_ANSWER = "正确答案是{letter}。"
-MCQ_COT_PROMPT = "请阅读这道选择题，先一步步分析，再说出正确的选项。\n\n题目：{question}\n{options}"
+MCQ_COT_PROMPT = "请阅读这道选择题，先一步步分析，再说出哪一项正确。\n\n题目：{question}\n{options}"
 MCQ_COT_ANSWER = "{explanation}\n因此，正确答案是{letter}。"
 _CONCLUSION_RE = re.compile(r"(故选|故答案为|所以选|所以答案[为是]|答案[为是])[:：]?\s*[A-E]+\s*[。.．]?\s*$")
 

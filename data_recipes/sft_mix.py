@@ -29,7 +29,6 @@ Run as (CPU; no GPU is involved in data work):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import hashlib
 import json
@@ -67,7 +66,7 @@ class SourceSpec:
     name: str = ""                    # label used in reports and decontamination.json
     format: str = ""                  # alpaca | sharegpt | messages | prompt_response | mcq | identity
     path: str = ""                    # file or glob under data_root (.json array, .jsonl, .parquet)
-    hub: str = ""                     # hub dataset id; used only when `path` is absent and the hub is reachable
+    hub: str = ""                     # hub dataset id; used only when `path` is absent and allow_hub is true
     hub_config: str = ""              # config (subset) of the hub dataset, e.g. Infinity-Instruct's "7M"
     hub_split: str = "train"          # split of the hub dataset
     fields: dict[str, str] = field(default_factory=dict)  # canonical key -> key in the file
@@ -110,6 +109,7 @@ class MixRecipe:
     system_prompt: str = ""           # prepended as a system turn when an example has none ("" = none)
     max_tokens: int = 0               # rendered length cap in tokens (0 = none); longer examples are dropped
     max_bad_fraction: float = 0.2     # more bad rows than this in one source = a structural error
+    allow_hub: bool = False           # download a source's `hub` dataset when its local file is absent
     identity: IdentitySpec = field(default_factory=IdentitySpec)
     decontam: DecontamSpec = field(default_factory=DecontamSpec)
     sources: list[SourceSpec] = field(default_factory=list)
@@ -208,13 +208,16 @@ def _iter_json_array(path: Path, text: str):
         yield line, obj
 
 
-def iter_rows(src: SourceSpec, root: Path, files: dict[str, str]):
-    """(where, row dict) for every row of a source: local files first, else the hub."""
+def iter_rows(src: SourceSpec, root: Path, files: dict[str, str], allow_hub: bool = False):
+    """(where, row dict) for every row of a source: local files first, else (opt-in) the hub."""
     pattern = str(resolve_path(src.path, root)) if src.path else ""
     paths = sorted(glob.glob(pattern)) if pattern else []
     if not paths:
         if not src.hub:
             raise MixError(f"source '{src.name}': no file matches {pattern or '(no path)'} and no hub dataset is named")
+        if not allow_hub:
+            raise MixError(f"source '{src.name}': no local file at {pattern}; download {src.hub} there, or "
+                           f"set allow_hub=true to fetch it from the hub (network)")
         if os.environ.get("HF_DATASETS_OFFLINE") == "1":
             raise MixError(f"source '{src.name}': no local file at {pattern} and the hub is off "
                            f"(HF_DATASETS_OFFLINE=1); download {src.hub} to that path or unset the variable")
@@ -228,8 +231,11 @@ def iter_rows(src: SourceSpec, root: Path, files: dict[str, str]):
         files[str(p)] = sha256_file(p)
         if p.suffix == ".parquet":
             import pyarrow.parquet as pq
-            for i, row in enumerate(pq.read_table(p).to_pylist()):
-                yield f"{p}:row {i}", row
+            i = 0
+            for batch in pq.ParquetFile(p).iter_batches(batch_size=4096):  # streamed: shards can be GBs
+                for row in batch.to_pylist():
+                    yield f"{p}:row {i}", row
+                    i += 1
         elif p.suffix == ".jsonl":
             with open(p, encoding="utf-8") as f:
                 for n, line in enumerate(f, 1):
@@ -283,8 +289,8 @@ def sample(examples: list, max_samples: int, weight: float, rng: random.Random) 
 
 # ---- the mixture ------------------------------------------------------------------------------------
 def load_mix(recipe: MixRecipe, tokenizer=None, max_problems_per_kind: int = 5) -> MixResult:
-    """Read, normalise, filter and sample every source; with a tokenizer also render each example
-    (input_ids + labels) and drop those over `recipe.max_tokens`."""
+    """Read, normalise, filter and sample every source; with a tokenizer also render each sampled
+    example (input_ids + labels) and drop those over `recipe.max_tokens` (reported as too_long)."""
     root = data_root(recipe)
     files: dict[str, str] = {}
     stats: dict[str, dict] = {}
@@ -309,7 +315,7 @@ def load_mix(recipe: MixRecipe, tokenizer=None, max_problems_per_kind: int = 5) 
                                                        recipe.identity.langs, seed=recipe.seed, path=tpl)
             normalised = ((where, msgs, None) for where, msgs in rows)
         else:
-            normalised = fmt.normalise_rows(iter_rows(src, root, files), src)
+            normalised = fmt.normalise_rows(iter_rows(src, root, files, recipe.allow_hub), src)
         for where, messages, error in normalised:
             st["rows"] += 1
             if error is not None:
@@ -328,13 +334,7 @@ def load_mix(recipe: MixRecipe, tokenizer=None, max_problems_per_kind: int = 5) 
                 continue
             if recipe.system_prompt and messages[0]["role"] != "system":
                 messages = [{"role": "system", "content": recipe.system_prompt}] + messages
-            ex = Example(messages, src.name, where)
-            if tokenizer is not None:
-                ex.input_ids, ex.labels = fmt.render(tokenizer, messages)
-                if recipe.max_tokens and len(ex.input_ids) > recipe.max_tokens:
-                    bad("too_long", where, f"{len(ex.input_ids)} tokens > max_tokens {recipe.max_tokens}")
-                    continue
-            kept.append(ex)
+            kept.append(Example(messages, src.name, where))
         n_bad = sum(st["bad"].values())
         if st["rows"] and n_bad / st["rows"] > recipe.max_bad_fraction:
             first = "; ".join(f"{p['where']}: {p['kind']} ({p['detail']})" for p in problems
@@ -347,6 +347,16 @@ def load_mix(recipe: MixRecipe, tokenizer=None, max_problems_per_kind: int = 5) 
         st["kept"] = len(kept)
         rng = random.Random(f"{recipe.seed}:{src.name}:{src.seed}")
         chosen = sample(kept, src.max_samples, src.weight, rng)
+        if tokenizer is not None:
+            # Rendered after the cap so a huge source is tokenized only as far as it is used; the
+            # copies that `weight` makes are the same objects, rendered and dropped once.
+            too_long = set()
+            for ex in {id(e): e for e in chosen}.values():
+                ex.input_ids, ex.labels = fmt.render(tokenizer, ex.messages)
+                if recipe.max_tokens and len(ex.input_ids) > recipe.max_tokens:
+                    too_long.add(id(ex))
+                    bad("too_long", ex.where, f"{len(ex.input_ids)} tokens > max_tokens {recipe.max_tokens}")
+            chosen = [e for e in chosen if id(e) not in too_long]
         st["sampled"] = len(chosen)
         mixed += chosen
     random.Random(f"{recipe.seed}:shuffle").shuffle(mixed)
@@ -354,8 +364,12 @@ def load_mix(recipe: MixRecipe, tokenizer=None, max_problems_per_kind: int = 5) 
 
 
 def recipe_hash(recipe: MixRecipe, files: dict[str, str]) -> str:
-    blob = json.dumps({"recipe": to_dict(recipe), "files": sorted(files.values())}, sort_keys=True,
-                      ensure_ascii=False)
+    """Resolved recipe + the content hashes of every file read. Where the files live (data_root,
+    bench_root) is left out, so the same data hashes the same on every machine."""
+    d = to_dict(recipe)
+    d.pop("data_root")
+    d["decontam"].pop("bench_root")
+    blob = json.dumps({"recipe": d, "files": sorted(files.values())}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -415,20 +429,24 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     try:
         recipe = load_recipe(args.recipe, args.overrides)
+        recipe.decontam.enabled = recipe.decontam.enabled and not args.no_decontam
         tok = None
         if args.tokenizer:
+            from core.runs import check_tokenizer_files
             from transformers import AutoTokenizer
+            if not Path(args.tokenizer).is_dir():
+                raise MixError(f"tokenizer folder not found: {args.tokenizer}")
+            check_tokenizer_files(args.tokenizer)
             tok = AutoTokenizer.from_pretrained(args.tokenizer)
         result = load_mix(recipe, tok)
-        if args.no_decontam:
-            recipe.decontam.enabled = False
         examples, report = run_decontam(result)
-    except (MixError, identity_mod.IdentityError) as e:
+    except (MixError, identity_mod.IdentityError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     for name, st in result.stats.items():
         print(f"{name:24s} rows {st['rows']:7d}  bad {sum(st['bad'].values()):5d} {st['bad'] or ''}  "
-              f"filtered {sum(st['filtered'].values()):6d}  kept {st['kept']:7d}  sampled {st['sampled']:7d}")
+              f"filtered {sum(st['filtered'].values()):6d} {st['filtered'] or ''}  kept {st['kept']:7d}  "
+              f"sampled {st['sampled']:7d}")
     for p in result.problems:
         print(f"  {p['kind']:14s} {p['where']}: {p['detail']}")
     print(f"decontamination: {report['n_flagged']} of {report['n_checked']} flagged, {report['n_dropped']} dropped "

@@ -25,7 +25,7 @@ class TokenizerConfig:
     from_dir: str = ""               # use this tokenizer folder (or a data folder with tokenizer/) instead of training
     vocab_size: int = 32000          # BPE vocab size including the 3 ChatML specials
     min_frequency: int = 2           # BPE: minimum pair count to merge
-    train_max_chars: int = 200_000_000  # characters of cleaned text used for training (bounds memory)
+    train_max_chars: int = 20_000_000  # cleaned characters used for training: bounds memory (~200 B of RAM per char)
     heldout_every_docs: int = 50     # every Nth cleaned document is held out for the report
     heldout_max_chars: int = 2_000_000  # size cap of the held-out slice
     compare_baseline: bool = True    # also train a GPT-2-style byte BPE of the same vocab for the report
@@ -68,7 +68,8 @@ def heldout_texts(parts: list[Path], cfg: TokenizerConfig) -> list[str]:
 def measure(tokenizer, texts: list[str]) -> dict:
     chars = sum(len(t) for t in texts)
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
-    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else 0
+    encs = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+    tokens = sum(len(e.ids) for e in encs)
     return {"chars": chars, "bytes": nbytes, "tokens": tokens,
             "chars_per_token": round(chars / tokens, 4) if tokens else None,
             "bytes_per_token": round(nbytes / tokens, 4) if tokens else None}

@@ -82,7 +82,8 @@ def lmeval_predictions(model, tasks: list[str], include_path: Path, n_shots: int
     else:   # an already-built lm_eval HFLM (the benchmark passes one)
         model_arg, model_args = model, None
     out = lm_eval.simple_evaluate(model=model_arg, model_args=model_args, tasks=tasks, num_fewshot=n_shots,
-                                  task_manager=TaskManager(include_path=str(include_path)), log_samples=True,
+                                  task_manager=TaskManager(include_path=str(include_path), include_defaults=False),
+                                  log_samples=True,
                                   bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
                                   fewshot_random_seed=0)
     preds = {}

@@ -54,6 +54,11 @@ _LEADING = re.compile(r"^[\s\(\（【\[*]*([A-D])\s*[\)\）】\]]?\s*[.。．:�
 _LONE = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
 
 
+def _is_article(text: str, i: int) -> bool:
+    """The English article "A" ("A cat ...") is not an answer."""
+    return text[i] == "A" and text[i + 1:i + 2] == " " and text[i + 2:i + 3].islower()
+
+
 def _letters_of(group: str) -> set[str]:
     return set(re.findall(r"[A-D]", group))
 
@@ -87,7 +92,7 @@ def extract_choice(text: str | None, choices: list[str] | None = None) -> str | 
     if m:
         return m.group(1)
     m = _LEADING.match(stripped + " ")
-    if m:
+    if m and not _is_article(stripped, m.start(1)):
         return m.group(1)
     if choices:
         hits = [(len(c.strip()), LETTERS[i]) for i, c in enumerate(choices[:4])
@@ -98,11 +103,5 @@ def extract_choice(text: str | None, choices: list[str] | None = None) -> str | 
             if len(hits) == 1 or hits[0][0] > hits[1][0]:
                 return hits[0][1]
             return None
-    lone = set()
-    for m in _LONE.finditer(stripped):
-        nxt = stripped[m.end():m.end() + 2]
-        # The English article "A" ("A cat ...") is not an answer.
-        if m.group(1) == "A" and len(nxt) == 2 and nxt[0] == " " and nxt[1].islower():
-            continue
-        lone.add(m.group(1))
+    lone = {m.group(1) for m in _LONE.finditer(stripped) if not _is_article(stripped, m.start(1))}
     return lone.pop() if len(lone) == 1 else None

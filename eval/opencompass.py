@@ -8,7 +8,8 @@ as a HuggingFaceBaseModel with `num_gpus=0` on CPU. Runs `opencompass` from .ven
 reads the summary CSV: OpenCompass exits 0 even when a sub-task failed, so a "-" there is a failure.
 
 OpenCompass 0.5.4 needs transformers<5. A model saved by transformers 5 is handed to it through a
-compat copy: tokenizer_config's `TokenizersBackend` class becomes `PreTrainedTokenizerFast` and
+compat copy: tokenizer_config's `TokenizersBackend` class becomes `PreTrainedTokenizerFast`, its
+list `extra_special_tokens` becomes `additional_special_tokens`, and
 config.json's `rope_parameters.rope_theta` is copied to `rope_theta` (weights are symlinked).
 
 Run as:
@@ -96,6 +97,8 @@ def compat_model_copy(model_dir: Path, dest: Path) -> Path:
             d = json.loads(f.read_text(encoding="utf-8"))
             if d.get("tokenizer_class") == "TokenizersBackend":
                 d["tokenizer_class"] = "PreTrainedTokenizerFast"
+            if isinstance(d.get("extra_special_tokens"), list):   # transformers 4 wants a dict here
+                d["additional_special_tokens"] = d.pop("extra_special_tokens")
             rp = d.get("rope_parameters")
             if isinstance(rp, dict) and "rope_theta" in rp and "rope_theta" not in d:
                 d["rope_theta"] = rp["rope_theta"]
@@ -155,10 +158,19 @@ def run_opencompass(cfg: OpenCompassConfig) -> dict:
            "acc_micro": sum(ok[s] * n[s] for s in ok) / sum(n[s] for s in ok) if ok else None,
            "n_questions": sum(n[s] for s in ok), "workdir": str(tmp), "config": str(conf)}
     ours_path = output_dir(cfg, rec) / f"{bench.spec.name}.base-5shot-logits.json"
-    if ours_path.is_file():
+    if ours_path.is_file():   # our base-5shot-logits predictions on the same questions, when present
         ours = json.loads(ours_path.read_text(encoding="utf-8"))
-        res["ours"] = {"acc_micro": ours["acc_micro"], "acc_macro": ours["acc_macro"], "n": ours["n_questions"],
-                       "result": str(ours_path)}
+        pred_file = ours_path.parent / ours["predictions"]
+        rows = {}
+        if pred_file.is_file():
+            for line in pred_file.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    rows[r["id"]] = r
+        same = [q for q in questions if q.id in rows and q.subject in ok]
+        if same:
+            res["ours"] = {"acc_micro": sum(rows[q.id]["correct"] for q in same) / len(same), "n": len(same),
+                           "result": str(ours_path)}
     out = output_dir(cfg, rec) / f"{bench.spec.name}.opencompass.json"
     atomic_write_json(out, res)
     status = f"{len(failed)} subject(s) FAILED (see {tmp / 'opencompass.log'})" if failed else "all subjects scored"

@@ -113,15 +113,17 @@ def read_predictions(path: Path, protocol_tag: str, key: str) -> dict[str, dict]
     done: dict[str, dict] = {}
     if not path.is_file():
         return done
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for i, line in enumerate(lines, 1):
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):       # torn last line: cut it so appends start clean
+        data = data[:data.rfind(b"\n") + 1]
+        with open(path, "r+b") as f:
+            f.truncate(len(data))
+    for i, line in enumerate(data.decode("utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            if i >= len(lines) - 1:
-                continue
             raise RunError(f"{path}:{i}: not valid JSON; delete the file or pass resume=false") from None
         if rec.get("protocol") != protocol_tag or rec.get("model_key") != key:
             raise RunError(f"{path}:{i}: written for protocol {rec.get('protocol')} / another model; "

@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import signal
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,9 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from core.runs import RunError, atomic_write_json
 
 STATE_FILE = "trainer_state.json"
+
+# One process runs without a process group on purpose (see pretrain/train.py); DCP warns each time.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 
 def _barrier():

@@ -86,15 +86,19 @@ class DPOConfigFile:
     run: RunOptions = field(default_factory=RunOptions)
 
 
-def prepare_data(cfg: DPOConfigFile, run: Run):
-    """Preference rows after dedupe and decontamination; writes data_report.json and decontamination.json."""
-    from rl.trainer_io import decontaminate_records
+def load_pairs(cfg: DPOConfigFile):
+    """The recipe's preference rows, validated and deduped (bad rows stop here, before any run folder)."""
     data_root = Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()
     try:
-        recipe, data = load_recipe(cfg.data.recipe, data_root, bad_rows=cfg.data.bad_rows or None,
-                                   max_rows=cfg.data.max_rows)
+        return load_recipe(cfg.data.recipe, data_root, bad_rows=cfg.data.bad_rows or None, max_rows=cfg.data.max_rows)
     except PreferenceDataError as e:
         raise SystemExit(f"data error: {e}") from None
+
+
+def decontaminate_pairs(cfg: DPOConfigFile, run: Run, recipe: dict, data) -> None:
+    """Drop (or flag) pairs that overlap the benchmarks; writes decontamination.json and data_report.json."""
+    from rl.trainer_io import decontaminate_records
+    data_root = Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()
     records = [(r["source"], r["where"], "\n".join(m["content"] for m in r["prompt"] + r["chosen"] + r["rejected"]))
                for r in data.rows]
     keep = decontaminate_records(records, cfg.decontam, data_root, run.path / "decontamination.json")
@@ -106,7 +110,6 @@ def prepare_data(cfg: DPOConfigFile, run: Run):
     atomic_write_json(run.path / "data_report.json", report)
     print(f"data: {recipe['name']}: {len(data.rows)} pairs ({data.n_duplicates} duplicates, {len(data.bad)} bad rows "
           f"skipped) from " + ", ".join(f"{k} [{v['origin']}]" for k, v in data.sources.items()))
-    return recipe, data
 
 
 def total_steps(cfg: DPOConfigFile, n_rows: int) -> int:
@@ -153,10 +156,11 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"config error: backend must be trl or llamafactory, got {cfg.backend!r}")
     from rl.trainer_io import resolve_init
     model_dir, parent_manifest = resolve_init(cfg.init_from)
+    recipe, data = load_pairs(cfg)
     run = Run.create("dpo", recipe_name(recipe_file, "dpo"), cfg.run)
     run.write_config(cfg)
     print(f"config: {recipe_file or '(defaults)'}\noutput: {run.path}\nparent: {cfg.init_from} (reference model)")
-    recipe, data = prepare_data(cfg, run)
+    decontaminate_pairs(cfg, run, recipe, data)
     steps = total_steps(cfg, len(data.rows))
     if cfg.backend == "trl":
         result = train_trl(cfg, run, model_dir, data.trl_rows(), steps)

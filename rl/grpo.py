@@ -102,18 +102,24 @@ class GRPOConfigFile:
     run: RunOptions = field(default_factory=RunOptions)
 
 
-def prepare_prompts(cfg: GRPOConfigFile, run: Run, tokenizer) -> list[dict]:
-    """Prompt rows after decontamination (training-side files only: dev rows and generated problems
-    are not training copies of scored questions) and the length filter; writes data_report.json."""
+def load_prompts(cfg: GRPOConfigFile) -> list[dict]:
+    """Every prompt source read and validated (a bad row stops here, before any run folder)."""
     from data_recipes.rl_prompts import PromptDataError, build_prompts
-    from rl.trainer_io import decontaminate_records
     p = cfg.prompts
     data_root = Path(p.data_root) if p.data_root else default_data_root()
     try:
-        rows = build_prompts(p.mcq_files, p.bench_dev, p.arithmetic_n, seed=p.seed,
+        return build_prompts(p.mcq_files, p.bench_dev, p.arithmetic_n, seed=p.seed,
                              max_operand=p.arithmetic_max_operand, data_root=data_root)
     except (PromptDataError, ValueError) as e:
         raise SystemExit(f"data error: {e}") from None
+
+
+def filter_prompts(cfg: GRPOConfigFile, run: Run, rows: list[dict], tokenizer) -> list[dict]:
+    """Prompt rows after decontamination (training-side files only: dev rows and generated problems
+    are not training copies of scored questions) and the length filter; writes data_report.json."""
+    from rl.trainer_io import decontaminate_records
+    p = cfg.prompts
+    data_root = Path(p.data_root) if p.data_root else default_data_root()
     checked = [i for i, r in enumerate(rows) if not r["source"].endswith("_dev") and r["task"] == "mcq"]
     keep = decontaminate_records([(rows[i]["source"], rows[i]["where"], rows[i]["prompt"][-1]["content"])
                                   for i in checked], cfg.decontam, data_root, run.path / "decontamination.json")
@@ -194,11 +200,12 @@ def main(argv: list[str] | None = None) -> Path:
     flags = device_flags(cfg.train.precision)
     reward_funcs = check_config(cfg, flags)
     model_dir, parent_manifest = resolve_init(cfg.init_from)
+    rows = load_prompts(cfg)
     run = Run.create("grpo", recipe_name(recipe_file, "grpo"), cfg.run)
     run.write_config(cfg)
     print(f"config: {recipe_file or '(defaults)'}\noutput: {run.path}\nparent: {cfg.init_from}")
     model, tok = load_policy(model_dir, flags["bf16"])
-    rows = prepare_prompts(cfg, run, tok)
+    rows = filter_prompts(cfg, run, rows, tok)
     args = grpo_args(cfg, run, flags)
 
     from datasets import Dataset

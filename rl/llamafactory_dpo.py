@@ -34,9 +34,8 @@ def to_sharegpt(row: dict) -> dict:
     out = {"conversations": [{"from": tag[m["role"]], "value": m["content"]} for m in row["prompt"]
                              if m["role"] != "system"],
            "chosen": {"from": "gpt", "value": row["chosen"][0]["content"]},
-           "rejected": {"from": "gpt", "value": row["rejected"][0]["content"]}}
-    if system:
-        out["system"] = system
+           "rejected": {"from": "gpt", "value": row["rejected"][0]["content"]},
+           "system": system}      # always present: LLaMA-Factory reads the column for every row
     return out
 
 

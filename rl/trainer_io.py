@@ -7,11 +7,15 @@ stage's run folder (one step line per log, metrics.jsonl, model/ with tokenizer 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.log import StepLogger
 from core.runs import check_tokenizer_files, resolve_model_dir
+
+# TRL 1.16 and PEFT still call transformers' renamed is_gradient_checkpointing: noise, not a problem of ours.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -34,7 +38,7 @@ class DecontamOptions:
         "ceval:{data_root}/ceval", "cmmlu:{data_root}/cmmlu", "demo:eval/benchmarks/demo_bench"])
     ngram_tokens: int = 8                 # n-gram length in tokens (CJK characters / latin words)
     threshold: float = 0.5                # fraction of a benchmark item's n-grams that makes a hit
-    on_missing: str = "warn"              # a benchmark folder that is absent: warn | error
+    on_missing: str = "error"             # a benchmark folder that is absent: error (as in SFT) | warn
 
 
 # ---- parent run and device ----------------------------------------------------------------------
@@ -84,7 +88,7 @@ def decontaminate_records(records: list[tuple[str, str, str]], opts: DecontamOpt
         atomic_write_json(report_path, {"policy": "none", "threshold": None, "n_checked": 0, "n_flagged": 0,
                                         "n_dropped": 0, "per_source": {}, "per_benchmark": {}, "examples": []})
         return [True] * len(records)
-    from data_recipes.decontam import Decontaminator, decontaminate, write_report
+    from data_recipes.decontam import DecontamError, Decontaminator, decontaminate, write_report
     from data_recipes.rl_prompts import expand_path
     benches = {}
     for entry in opts.benchmarks:
@@ -92,9 +96,12 @@ def decontaminate_records(records: list[tuple[str, str, str]], opts: DecontamOpt
         if not sep or not path:
             raise SystemExit(f"config error: decontam.benchmarks entries are 'name:folder', got {entry!r}")
         benches[name] = expand_path(path, data_root)
-    decon = Decontaminator.from_benchmarks(benches, ngram_tokens=opts.ngram_tokens, threshold=opts.threshold,
-                                           on_missing=opts.on_missing)
-    keep, report = decontaminate(records, decon, policy=opts.policy)
+    try:
+        decon = Decontaminator.from_benchmarks(benches, ngram_tokens=opts.ngram_tokens, threshold=opts.threshold,
+                                               on_missing=opts.on_missing)
+        keep, report = decontaminate(records, decon, policy=opts.policy)
+    except DecontamError as e:
+        raise SystemExit(f"decontamination error: {e}") from None
     write_report(report_path, report)
     print(f"decontamination ({opts.policy}): {report['n_checked']} checked, {report['n_flagged']} flagged, "
           f"{report['n_dropped']} dropped -> {report_path}")

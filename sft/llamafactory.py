@@ -3,14 +3,14 @@
 LLaMA-Factory 0.9.5 pins transformers<=5.6, trl<=0.24, peft<=0.18.1, so it runs from its own venv
 (`make setup-llamafactory`) as `llamafactory-cli train <yaml>`. This module
   1. exports the decontaminated mix as a LLaMA-Factory dataset (dataset_info.json + <recipe>.json),
-  2. stages the parent model with a tokenizer_config.json its transformers can read (see below),
-  3. writes the train YAML (same hyperparameters as the trl backend) and runs the CLI,
-  4. collects the output into our run folder layout: metrics.jsonl from trainer_state.json, adapter/
+  2. writes the train YAML (same hyperparameters as the trl backend) and runs the CLI,
+  3. collects the output into our run folder layout: metrics.jsonl from trainer_state.json, adapter/
      (LoRA), model/ (LoRA merged here with our peft, or the full weights) with OUR tokenizer files.
 
-Tokenizer compatibility: transformers 5.24 saves `"tokenizer_class": "TokenizersBackend"`, a class
-5.6 does not have; the staged copy says `PreTrainedTokenizerFast` (the same tokenizer.json). Weights
-are symlinked, not copied.
+Tokenizer compatibility: transformers 5.6 reads the tokenizer our 5.24 saves (`TokenizersBackend`
+exists there) and gives the same ids; tests/stages/test_sft_llamafactory.py checks it when the venv
+exists. Its `chatml` template is our ChatML; its assistant labels also cover the "\n" after
+<|im_end|> (ours stop at <|im_end|>), one token per turn of difference.
 
 Run as (through sft/train.py):
     CPU:  make sft RECIPE=demo INIT=runs/pretrain/<run> BACKEND=llamafactory ARGS="lora.enabled=true"
@@ -28,31 +28,20 @@ from pathlib import Path
 import yaml
 
 from core.log import StepLogger
-from core.runs import REPO_ROOT, atomic_write_json, atomic_write_text
+from core.runs import REPO_ROOT, atomic_write_text
 from data_recipes.sft_mix import export_llamafactory
 
-TOKENIZER_CONFIG_CLASS = "PreTrainedTokenizerFast"  # readable by transformers 5.6 and 5.24 alike
+class LlamaFactoryError(RuntimeError):
+    """llamafactory-cli missing, failed, or wrote no usable output."""
+
+
+# Lines of llamafactory-cli's output worth echoing; everything goes to <run>/llamafactory/train.log.
+_ECHO = ("[WARNING", "[ERROR", "[INFO|20", "{'loss'", "{'train_", "***", "  train_", "  epoch", "Traceback", "Error")
 
 
 def cli_path(venv: str) -> Path:
     p = Path(venv)
     return (p if p.is_absolute() else REPO_ROOT / p) / "bin" / "llamafactory-cli"
-
-
-def stage_model(model_dir: Path, out: Path) -> Path:
-    """A folder LLaMA-Factory's transformers can load: symlinks to the weights and config, a
-    tokenizer_config.json naming a tokenizer class that exists in transformers 5.6."""
-    out.mkdir(parents=True, exist_ok=True)
-    for p in model_dir.iterdir():
-        if p.is_file() and p.name != "tokenizer_config.json" and not (out / p.name).exists():
-            (out / p.name).symlink_to(p.resolve())
-    tc_path = model_dir / "tokenizer_config.json"
-    tc = json.loads(tc_path.read_text(encoding="utf-8")) if tc_path.is_file() else {}
-    tc["tokenizer_class"] = TOKENIZER_CONFIG_CLASS
-    if "chat_template" not in tc and (model_dir / "chat_template.jinja").is_file():
-        tc["chat_template"] = (model_dir / "chat_template.jinja").read_text(encoding="utf-8")
-    atomic_write_json(out / "tokenizer_config.json", tc)
-    return out
 
 
 def train_yaml(cfg, model_dir: Path, dataset_dir: Path, dataset: str, output_dir: Path, cpu: bool) -> dict:
@@ -74,6 +63,7 @@ def train_yaml(cfg, model_dir: Path, dataset_dir: Path, dataset: str, output_dir
         "warmup_steps": cfg.optim.warmup_steps, "weight_decay": cfg.optim.weight_decay,
         "max_grad_norm": cfg.optim.max_grad_norm, "seed": cfg.train.seed,
         "bf16": (not cpu) and cfg.train.precision in ("auto", "bf16"),
+        "disable_gradient_checkpointing": not cfg.train.activation_checkpointing,
     }
     if cfg.train.max_steps:
         y["max_steps"] = cfg.train.max_steps
@@ -89,11 +79,10 @@ def train_yaml(cfg, model_dir: Path, dataset_dir: Path, dataset: str, output_dir
 
 
 def prepare(cfg, run_path: Path, model_dir: Path, examples, dataset: str, cpu: bool) -> Path:
-    """Write <run>/llamafactory/{data/, model/, train.yaml}; returns the YAML path."""
+    """Write <run>/llamafactory/{data/, train.yaml}; returns the YAML path."""
     lf = run_path / "llamafactory"
     export_llamafactory(examples, lf / "data", dataset)
-    staged = stage_model(model_dir, lf / "base_model")
-    y = train_yaml(cfg, staged, lf / "data", dataset, lf / "output", cpu)
+    y = train_yaml(cfg, model_dir.resolve(), lf / "data", dataset, lf / "output", cpu)
     atomic_write_text(lf / "train.yaml", yaml.safe_dump(y, sort_keys=False, allow_unicode=True))
     return lf / "train.yaml"
 
@@ -101,7 +90,10 @@ def prepare(cfg, run_path: Path, model_dir: Path, examples, dataset: str, cpu: b
 def metrics_from_state(state_path: Path, metrics_path: Path) -> list[dict]:
     """Our metrics.jsonl (and step lines) from the Trainer's log_history."""
     state = json.loads(state_path.read_text(encoding="utf-8"))
-    logs = [h for h in state.get("log_history", []) if "loss" in h]
+    history = state.get("log_history", [])
+    logs = [h for h in history if "loss" in h]
+    if not logs and history and "train_loss" in history[-1]:  # fewer steps than logging_steps
+        logs = [{**history[-1], "loss": history[-1]["train_loss"]}]
     logger = StepLogger(metrics_path, state.get("max_steps") or len(logs), append=False)
     for h in logs:
         rec = {"loss": float(h["loss"]), "lr": float(h.get("learning_rate", 0.0))}
@@ -113,13 +105,14 @@ def metrics_from_state(state_path: Path, metrics_path: Path) -> list[dict]:
     return logs
 
 
-def train(cfg, run, model_dir: Path, tokenizer, examples) -> dict:
-    """Run llamafactory-cli and collect its output; raises sft.train.Fail on any failure."""
+def train(cfg, run, model_dir: Path, tokenizer, examples, save_model) -> dict:
+    """Run llamafactory-cli and collect its output into `run`; `save_model(model, tokenizer, dir)` writes
+    model/ exactly as the trl backend does. Raises LlamaFactoryError on any failure."""
     import math
 
     import torch
 
-    from sft.train import Fail, save_model
+    Fail = LlamaFactoryError
     cli = cli_path(cfg.llamafactory.venv)
     if not cli.is_file():
         raise Fail(f"{cli} not found: run `make setup-llamafactory` first (its own venv, see README)")
@@ -136,14 +129,16 @@ def train(cfg, run, model_dir: Path, tokenizer, examples) -> dict:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             log.write(line)
-            sys.stdout.write(line)
+            if line.lstrip().startswith(_ECHO) or "Error" in line:
+                sys.stdout.write(line)
         try:
             rc = proc.wait(timeout=cfg.llamafactory.timeout_s or None)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise Fail(f"llamafactory-cli ran past {cfg.llamafactory.timeout_s}s (log: {log_path})") from None
     if rc != 0:
-        raise Fail(f"llamafactory-cli exited {rc}; see {log_path}")
+        tail = "".join(log_path.read_text(encoding="utf-8").splitlines(keepends=True)[-30:])
+        raise Fail(f"llamafactory-cli exited {rc}; last lines of {log_path}:\n{tail}")
     state_path = out_dir / "trainer_state.json"
     if not state_path.is_file():
         raise Fail(f"llamafactory-cli finished but wrote no {state_path}")

@@ -39,6 +39,7 @@ from core.runs import (Run, RunError, RunOptions, atomic_write_json, atomic_writ
 from data_recipes import sft_formats
 from data_recipes.identity import IdentityError
 from data_recipes.sft_mix import MixError, load_mix, load_recipe, mix_path, run_decontam
+from sft.llamafactory import LlamaFactoryError
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -84,7 +85,7 @@ class TrainOptions:
     save_every_steps: int = 0             # checkpoint interval (0 = final model only)
     seed: int | None = None               # data order, LoRA init; unset = the parent's, else 0
     precision: str | None = None          # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32; unset = the parent's
-    gradient_checkpointing: bool = False  # recompute activations in backward (less memory)
+    activation_checkpointing: bool = False  # recompute activations in backward (less memory, slower)
 
 
 @dataclass
@@ -265,7 +266,7 @@ def train_trl(cfg: SFTConfig, run: Run, model_dir: Path, tokenizer, rows: list[d
         save_strategy="steps" if cfg.train.save_every_steps else "no",
         save_steps=cfg.train.save_every_steps or 500, report_to="none", seed=cfg.train.seed,
         max_length=cfg.data.max_seq_len_tokens, packing=cfg.data.packing, disable_tqdm=True,
-        dataloader_num_workers=0, gradient_checkpointing=cfg.train.gradient_checkpointing, **flags)
+        dataloader_num_workers=0, activation_checkpointing=cfg.train.activation_checkpointing, **flags)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, callbacks=[step_callback(run.path / "metrics.jsonl")])
     for cb in (PrinterCallback, ProgressCallback):
@@ -291,12 +292,13 @@ def write_samples(model_dir: Path, opts: SampleOptions, path: Path, title: str) 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
     lines = [f"# Samples: {title}", "", f"Greedy decoding of `model/`, at most {opts.max_new_tokens} new tokens, "
              "no system prompt.", ""]
     for prompt in opts.prompts:
         enc = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                      tokenize=True, return_dict=True, return_tensors="pt")
+                                      tokenize=True, return_dict=True, return_tensors="pt").to(device)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=opts.max_new_tokens, do_sample=False,
                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -307,6 +309,10 @@ def write_samples(model_dir: Path, opts: SampleOptions, path: Path, title: str) 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg, recipe = parse_args(SFTConfig, argv, prog="sft.train")
+    import datasets
+    import transformers
+    datasets.disable_progress_bars()   # our step lines are the progress report
+    transformers.utils.logging.disable_progress_bar()
     try:
         if cfg.backend not in ("trl", "llamafactory"):
             raise Fail(f"backend must be trl or llamafactory, got {cfg.backend!r}")
@@ -344,8 +350,8 @@ def main(argv: list[str] | None = None) -> Path:
             out = train_trl(cfg, run, model_dir, tokenizer, rows)
         else:
             from sft import llamafactory
-            out = llamafactory.train(cfg, run, model_dir, tokenizer, examples)
-    except Fail as e:
+            out = llamafactory.train(cfg, run, model_dir, tokenizer, examples, save_model)
+    except (Fail, LlamaFactoryError) as e:
         print(f"error: {e}; {run.path} is left unfinished (no manifest.json)", file=sys.stderr)
         raise SystemExit(1)
     plot_metrics(run.path / "metrics.jsonl", run.path / "loss.png", keys=("loss", "lr"), title=run.path.name)
@@ -355,8 +361,9 @@ def main(argv: list[str] | None = None) -> Path:
                data_recipe={"name": mix.name, "hash": result.hash}, inherited=inherited,
                decontamination={k: decon[k] for k in ("policy", "n_checked", "n_flagged", "n_dropped")},
                n_examples=len(examples), sequences=counts["n_sequences"], truncated=counts["truncated"], **out)
-    print(f"done: {run.path}\nnext: make eval BENCH=demo MODEL={run.path} PROTOCOL=chat-0shot-gen"
-          f"   |   make dpo RECIPE=demo_dpo INIT={run.path}")
+    demo = mix.name == "demo"
+    print(f"done: {run.path}\nnext: make eval BENCH={'demo' if demo else 'ceval'} MODEL={run.path} "
+          f"PROTOCOL=chat-0shot-gen   |   make dpo RECIPE={'demo_dpo' if demo else 'zh_dpo'} INIT={run.path}")
     return run.path
 
 

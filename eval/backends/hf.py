@@ -139,8 +139,15 @@ class HFBackend:
             n = len(p_ids)
             reuse = [i for i, f in enumerate(full) if f[:n] == p_ids and len(f) > n]
             plain = [i for i in plain if i not in set(reuse)]
-            for s in range(0, len(reuse), self.batch_size):
-                chunk = reuse[s:s + self.batch_size]
+            # Questions alone are ~5x shorter than full prompts: put as many tokens through one
+            # forward as batch_size full prompts would (small matmuls are slow on CPU), longest first.
+            reuse.sort(key=lambda i: -len(full[i]))
+            per = self.batch_size
+            if reuse:
+                longest_q = len(full[reuse[0]]) - n
+                per = min(64, max(self.batch_size, self.batch_size * (n + longest_q) // max(longest_q, 1)))
+            for s in range(0, len(reuse), per):
+                chunk = reuse[s:s + per]
                 c = copy.deepcopy(cache)
                 c.batch_repeat_interleave(len(chunk))
                 for i, row in zip(chunk, self._last_logits([full[i][n:] for i in chunk], c).tolist()):

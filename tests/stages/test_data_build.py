@@ -71,7 +71,7 @@ def test_report_quarantine_and_manifest(built):
     assert by_loc[f"{corpus}/bad.jsonl:2"]["operator"] == "input:json"
     assert "invalid UTF-8 at byte offset" in by_loc[f"{corpus}/bad.jsonl:3"]["reason"]
     assert "no field 'text' (fields: content)" in by_loc[f"{corpus}/bad.jsonl:4"]["reason"]
-    assert by_loc[f"{corpus}/good.jsonl:62"]["operator"] == "exact_dedupe"
+    assert by_loc[f"{corpus}/good.jsonl:63"]["operator"] == "exact_dedupe"
     assert by_loc[f"{corpus}/good.jsonl:65"]["operator"] == "near_dedupe"
     assert any(r["operator"] == "file_dedupe" for r in q)
     assert len(q) == 1 + 1 + 2 + 1 + 4 + 1                                # every rejection is there
@@ -119,7 +119,7 @@ def test_two_processes_identical_then_cache_hit_and_invalidation(built, capsys):
     _run(tmp, recipe, "num_workers=2", root=tmp / "runs2")
     assert "cache hit" in capsys.readouterr().out
     shard = out2 / m2["shards"][0]["file"]
-    shard.write_bytes(shard.read_bytes()[:-2] + b"\x00\x00")             # tampered after the manifest
+    shard.write_bytes(b"\x07\x00" + shard.read_bytes()[2:])              # tampered after the manifest
     _run(tmp, recipe, root=tmp / "runs2")
     printed = capsys.readouterr().out
     assert "shard changed after its manifest" in printed and "shard_00000.bin" in printed
@@ -147,7 +147,8 @@ def test_bad_input_on_error_fail_names_file_and_line(tmp_path, capsys, content, 
         _run(tmp_path, _recipe(d, on_error="fail"))
     assert e.value.code == 1 and message in capsys.readouterr().err
     assert not (tmp_path / "runs" / "data" / "t").exists()               # nothing looks finished
-    assert not list((tmp_path / "runs" / "data").iterdir())              # and no temp folder left
+    data = tmp_path / "runs" / "data"
+    assert not data.exists() or not list(data.iterdir())                 # and no temp folder left
 
 
 def test_structural_errors_stop_the_run(tmp_path, capsys):
@@ -161,12 +162,17 @@ def test_structural_errors_stop_the_run(tmp_path, capsys):
         _run(tmp_path, _recipe(d, sources=[{"path": "missing/*.jsonl"}]))
     err = capsys.readouterr().err
     assert "path not found" in err and "missing/*.jsonl" in err
+    (d / "in.jsonl").write_text('{"text": "短"}\n{"text": "也短"}\n{"oops\n', encoding="utf-8")
+    with pytest.raises(SystemExit):
+        _run(tmp_path, _recipe(d))
+    assert "no documents survived cleaning (length_filter 2, input:json 1)" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "data" / "t").exists()
 
 
 def test_every_input_format_and_hub_streaming_on_local_files(tmp_path, tiny_tokenizer):
     import pandas as pd
-    docs = _story_docs(random.Random(1), 12)
+    import gzip
+    docs = _story_docs(random.Random(1), 13)
     d = tmp_path / "c"
     d.mkdir()
     (d / "a.json").write_text(json.dumps([{"body": t} for t in docs[0:2]], ensure_ascii=False), encoding="utf-8")
@@ -177,16 +183,20 @@ def test_every_input_format_and_hub_streaming_on_local_files(tmp_path, tiny_toke
     (d / "lines" / "e.txt").write_text(docs[7] + "\n\n" + docs[8] + "\n", encoding="utf-8")
     (d / "f.jsonl").write_text("".join(json.dumps({"meta": {"body": t}}, ensure_ascii=False) + "\n"
                                        for t in docs[9:12]), encoding="utf-8")
-    recipe = _recipe(d, sources=[{"path": "a.json,b.csv,c.parquet", "text_field": "body"}, {"path": "d.txt"},
+    (d / "h.jsonl.gz").write_bytes(gzip.compress(json.dumps({"text": docs[12]}, ensure_ascii=False).encode() + b"\n"))
+    (d / "g.jsonl").write_bytes(b"")                                      # empty: quarantined, reported
+    recipe = _recipe(d, sources=[{"path": "a.json,b.csv,c.parquet,g.jsonl", "text_field": "body"}, {"path": "d.txt"},
                                  {"path": "lines", "txt_doc": "line"},
                                  {"name": "hub", "hub": "json", "data_files": str(d / "f.jsonl"),
-                                  "text_field": "meta.body"}],
+                                  "text_field": "meta.body"}, {"path": "h.jsonl.gz"}],
                      tokenizer={"from_dir": str(tiny_tokenizer.saved_path), "compare_baseline": False})
     out = _run(tmp_path, recipe)
     report = json.loads((out / "report.json").read_text())
-    assert report["docs_kept"] == 12 and report["sources"]["hub"]["kept"] == 3
+    assert report["docs_kept"] == 13 and report["sources"]["hub"]["kept"] == 3
+    assert report["empty_files"] == [str(d / "g.jsonl")]
+    assert '"operator": "input:empty_file"' in (out / "quarantine.jsonl").read_text()
     cleaned = [json.loads(l)["text"] for l in (out / "cleaned" / "part-00000.jsonl").read_text().splitlines()]
-    assert cleaned == docs[:12]                                            # order: recipe, then files
+    assert cleaned == docs                                            # order: recipe, then files
     assert json.loads((out / "manifest.json").read_text())["vocab_size"] == len(tiny_tokenizer)
 
 

@@ -56,7 +56,7 @@ def test_dpo_trl_few_steps(tmp_path, sft_run):
     AutoModelForCausalLM.from_pretrained(out / "model")
 
 
-def test_dpo_bad_rows_stop_before_training_and_leave_no_manifest(tmp_path, sft_run):
+def test_dpo_bad_rows_stop_before_any_run_folder(tmp_path, sft_run):
     from rl.dpo import main
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "问", "chosen": "同", "rejected": "同"}, ensure_ascii=False) + "\n"
@@ -67,7 +67,15 @@ def test_dpo_bad_rows_stop_before_training_and_leave_no_manifest(tmp_path, sft_r
         main([f"init_from={sft_run}", f"data.recipe={recipe}", f"run.root={tmp_path}", "run.name=bad"])
     assert f"{bad}:1: 'chosen' and 'rejected' are identical" in str(e.value)
     assert f"{bad}:2: missing 'chosen'" in str(e.value)
-    assert not (tmp_path / "dpo" / "bad" / "manifest.json").exists()
+    assert not (tmp_path / "dpo" / "bad").exists()        # stopped before any run folder was made
+
+
+def test_dpo_missing_benchmark_folder_is_a_clear_error(tmp_path, sft_run):
+    from rl.dpo import main
+    with pytest.raises(SystemExit, match="decontamination error: benchmark 'ceval' not found"):
+        main(["rl/recipes/demo_dpo.yaml", f"init_from={sft_run}", f"run.root={tmp_path}", "run.name=nb",
+              f"decontam.benchmarks=[ceval:{tmp_path}/nowhere]"])
+    assert not (tmp_path / "dpo" / "nb" / "manifest.json").exists()
 
 
 def test_dpo_refuses_an_unfinished_parent(tmp_path, sft_run):

@@ -57,4 +57,8 @@ def test_grpo_config_errors(tmp_path, sft_run):
         main([f"init_from={sft_run}", f"run.root={tmp_path}", "grpo.reward_weights=[1.0]"])
     with pytest.raises(SystemExit, match="num_generations must be >= 2"):
         main([f"init_from={sft_run}", f"run.root={tmp_path}", "grpo.num_generations=1"])
-    assert not (tmp_path / "grpo").exists()       # config mistakes leave no run folder behind
+    bad = tmp_path / "exam.jsonl"
+    bad.write_text('{"instruction": "没有选项", "output": "答案：A"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=rf"{bad}:1: options A-D not found"):
+        main([f"init_from={sft_run}", f"run.root={tmp_path}", f"prompts.mcq_files=[{bad}]"])
+    assert not (tmp_path / "grpo").exists()       # config and data mistakes leave no run folder behind

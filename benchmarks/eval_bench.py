@@ -1,0 +1,127 @@
+"""Eval throughput: our `hf` backend (shared-prefix KV reuse, last-position-only LM head) vs
+lm-evaluation-harness's HF backend, on the same model and the same 5-shot CMMLU questions from
+../shared/data (a fixed subset: the first questions of the first subjects), in one process, plus
+the share of identical predictions.
+
+Two sizes, random init (speed and agreement do not need trained weights): the debug size and a
+~0.1B Qwen2, where compute rather than overhead dominates. The tokenizer is the demo tokenizer
+recipe (data_recipes.tokenizer.build_tokenizer) trained on the demo corpus plus these questions'
+text, so the prompts have realistic token counts. fp32 on CPU for both.
+Target: >= 5x lm-eval's questions/s at ~0.1B with >= 99% identical predictions.
+
+Run as:
+    .venv/bin/python benchmarks/eval_bench.py                  # CPU, a few minutes; writes benchmarks/results/eval.json
+    .venv/bin/python benchmarks/eval_bench.py --quick          # smaller subset
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(os.environ.get("ZHLLM_SHARED_DATA", REPO.parent / "shared" / "data"))
+SIZES = {  # name -> Qwen2 shape
+    "debug": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+    "0.1B": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4),
+}
+
+
+def build_model(tok, shape: dict, seed: int = 0):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=len(tok), max_position_embeddings=8192, tie_word_embeddings=True,
+                      bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **shape)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size) -> dict:
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    from eval.backends.hf import HFBackend
+    from eval.crosscheck import lmeval_predictions, write_tasks
+    from eval.data import load_benchmark
+    from eval.run import EvalConfig, evaluate
+
+    model = build_model(tok, shape)
+    params = sum(p.numel() for p in model.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model.save_pretrained(tmp / "model")
+        tok.save_pretrained(tmp / "model")
+        cfg = EvalConfig(bench=bench_spec, model=str(tmp / "model"), data_dir=str(data_dir), subjects=subjects,
+                         limit=limit, batch_size=batch_size, out_dir=str(tmp / "out"), bootstrap_samples=10)
+        backend = HFBackend(tmp / "model", model=model, tokenizer=tok, batch_size=batch_size)
+        t0 = time.perf_counter()
+        ours = evaluate(cfg, backend=backend, quiet=True)
+        t_ours = time.perf_counter() - t0
+        import json
+        rows = {json.loads(l)["id"]: json.loads(l) for l in (tmp / "out" / ours["predictions"]).read_text().splitlines()}
+
+        bench = load_benchmark(bench_spec, data_dir, subjects=subjects)
+        seen: dict[str, int] = {}
+        qs = [q for q in bench.questions if (seen.__setitem__(q.subject, seen.get(q.subject, 0) + 1)
+                                             or seen[q.subject] <= limit)]
+        tasks = write_tasks(bench, qs, tmp / "tasks", 5)
+        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu")
+        t1 = time.perf_counter()
+        theirs = lmeval_predictions(lm, tasks, tmp / "tasks", 5, "cpu", batch_size, False)
+        t_lm = time.perf_counter() - t1
+    n = len(qs)
+    same = sum(rows[q.id]["pred"] == theirs[q.id] for q in qs) / n
+    res = {"size": name, "params": params, "n_questions": n, "batch_size": batch_size, "threads": torch.get_num_threads(),
+           "ours_s": round(t_ours, 2), "lmeval_s": round(t_lm, 2),
+           "ours_q_per_s": round(n / t_ours, 3), "lmeval_q_per_s": round(n / t_lm, 3),
+           "speedup": round(t_lm / t_ours, 2), "same_prediction": same,
+           "acc_ours": ours["acc_micro"], "acc_lmeval": sum(theirs[q.id] == q.answer for q in qs) / n}
+    print(f"{name:>6} ({params / 1e6:.1f}M params, {n} questions): ours {res['ours_q_per_s']:.2f} q/s | "
+          f"lm-eval {res['lmeval_q_per_s']:.2f} q/s | speedup {res['speedup']:.2f}x | same prediction "
+          f"{100 * same:.1f}%", flush=True)
+    return res
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a smaller subset")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "eval.json"))
+    args = ap.parse_args(argv)
+    data_dir = SHARED / "cmmlu"
+    if not data_dir.is_dir():
+        print(f"skip: shared data not present: {data_dir}")
+        return {}
+    from core.runs import atomic_write_json, env_info, now_iso
+    from data_recipes.demo_data import pretrain_corpus
+    from data_recipes.tokenizer import build_tokenizer
+    from eval.data import load_benchmark, load_spec
+
+    spec = load_spec("cmmlu")
+    full = load_benchmark(spec, data_dir)
+    subjects = sorted(full.shots)[: (2 if args.quick else 4)]
+    plan = {"debug": 12 if args.quick else 25, "0.1B": 4 if args.quick else 12}   # questions per subject
+    texts = [d for docs in pretrain_corpus().values() for d in docs]
+    texts += [q.question + "".join(q.choices) for q in full.questions if q.subject in subjects]
+    texts += [q.question + "".join(q.choices) for s in subjects for q in full.shots[s]]
+    tok = build_tokenizer(texts, vocab_size=8000, min_frequency=2)
+    results = [run_size(name, SIZES[name], tok, spec, data_dir, subjects, plan[name], 8) for name in ("debug", "0.1B")]
+    doc = {"benchmark": "eval_bench", "date": now_iso(), "env": env_info(), "data": "cmmlu test (shared copy)",
+           "subjects": subjects, "protocol": "base-5shot-logits", "dtype": "float32", "tokenizer_vocab": len(tok),
+           "target": {"speedup_at_0.1B": 5.0, "same_prediction": 0.99},
+           "results": results,
+           "note": "one run each on a shared 2-core CPU (other jobs running); random-init weights"}
+    atomic_write_json(args.out, doc)
+    print(f"wrote {args.out}")
+    return doc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""eval.run end to end on the tiny model: result schema, prefix reuse == no reuse, resume, the
+generation protocols' parsing, bad model folders, compare and ablation."""
+import json
+import shutil
+
+import pytest
+
+from core.runs import RunError
+from eval.backends.hf import HFBackend
+from eval.data import load_benchmark
+from eval.protocols import build_prompt, get_protocol
+from eval.run import EvalConfig, evaluate, main
+from eval.data import load_spec
+
+DEMO = "eval/benchmarks/demo.yaml"
+
+
+def cfg(model, out, **kw):
+    c = EvalConfig(bench=load_spec("demo"), model=str(model), out_dir=str(out), bootstrap_samples=200, **kw)
+    return c
+
+
+def test_run_folder_result_schema(tiny_run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_dir, run)
+    r = main([DEMO, f"model={run}", "limit=4", "batch_size=3"])
+    path = run / "eval" / "demo.base-5shot-logits.json"
+    assert json.loads(path.read_text()) == json.loads(json.dumps(r))
+    for k in ("schema_version", "benchmark", "benchmark_version", "split", "data_source", "subset", "n_subjects",
+              "n_questions", "n_unparsed", "protocol", "model", "backend", "acc_micro", "acc_macro", "ci95",
+              "per_subject", "per_category", "git_sha", "date", "predictions"):
+        assert k in r
+    assert (r["n_questions"], r["n_subjects"], r["subset"], r["backend"]) == (16, 4, "builtin+partial", "hf")
+    assert r["model"]["run"] == str(run) and len(r["model"]["manifest_sha256"]) == 64 and r["model"]["params"] > 0
+    assert r["protocol"]["name"] == "base-5shot-logits" and r["protocol"]["shots"] == 5
+    assert 0 <= r["ci95"]["micro"][0] <= r["acc_micro"] <= r["ci95"]["micro"][1] <= 1
+    lines = [json.loads(l) for l in (run / "eval" / r["predictions"]).read_text().splitlines()]
+    assert len(lines) == 16 and all(len(l["scores"]) == 4 and len(l["prompt_sha256"]) == 16 for l in lines)
+    assert r["acc_micro"] == sum(l["correct"] for l in lines) / 16
+    assert all(l["pred"] == "ABCD"[max(range(4), key=lambda i: l["scores"][i])] for l in lines)
+
+
+def test_prefix_reuse_equals_no_reuse(tiny_model_dir):
+    bench = load_benchmark("demo")
+    proto = get_protocol("base-5shot-logits")
+    be = HFBackend(tiny_model_dir, batch_size=3)
+    for subject in ("geography", "arithmetic"):
+        qs = [q for q in bench.questions if q.subject == subject][:7]
+        prompts = [build_prompt(proto, bench.spec, bench.subjects, q, bench.shots[subject]) for q in qs]
+        be.prefix_cache = True
+        reuse = be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
+        assert be._prefix is not None and be._prefix[0] == prompts[0].prefix   # the cached path ran
+        be.prefix_cache = False
+        plain = be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
+        for a, b in zip(reuse, plain):
+            assert a == pytest.approx(b, abs=1e-5)
+            assert max(range(4), key=a.__getitem__) == max(range(4), key=b.__getitem__)
+
+
+class Crash(Exception):
+    pass
+
+
+class CountingBackend:
+    """Wraps a real backend; counts scored questions and can crash after n calls."""
+    def __init__(self, inner, crash_after=None):
+        self.inner, self.crash_after, self.calls, self.scored = inner, crash_after, 0, 0
+        self.name, self.tokenizer = "hf", inner.tokenizer
+
+    def score_subject(self, prefix, suffixes):
+        if self.crash_after is not None and self.calls >= self.crash_after:
+            raise Crash()
+        self.calls += 1
+        self.scored += len(suffixes)
+        return self.inner.score_subject(prefix, suffixes)
+
+
+def test_resume_from_predictions(tiny_model_dir, tmp_path):
+    inner = HFBackend(tiny_model_dir, batch_size=2)
+    c = cfg(tiny_model_dir, tmp_path, limit=10, batch_size=2)    # 4 subjects x 10, chunks of 8 (8+2 per subject)
+    with pytest.raises(Crash):
+        evaluate(c, backend=CountingBackend(inner, crash_after=2), quiet=True)
+    pred = tmp_path / "demo.base-5shot-logits.predictions.jsonl"
+    assert len(pred.read_text().splitlines()) == 10 and not (tmp_path / "demo.base-5shot-logits.json").exists()
+    with open(pred, "a") as f:
+        f.write('{"id": "torn')                                      # a crash mid-write
+    again = CountingBackend(inner)
+    r = evaluate(c, backend=again, quiet=True)
+    assert again.scored == 30 and r["n_questions"] == 40
+    fresh = evaluate(cfg(tiny_model_dir, tmp_path / "fresh", limit=10), backend=CountingBackend(inner), quiet=True)
+    assert r["acc_micro"] == fresh["acc_micro"] and r["per_subject"] == fresh["per_subject"]
+    done = CountingBackend(inner)
+    evaluate(c, backend=done, quiet=True)
+    assert done.scored == 0                                          # nothing left to score
+    shutil.copytree(tiny_model_dir, tmp_path / "other_model")   # another model, same output folder
+    with pytest.raises(RunError, match="another model"):
+        evaluate(cfg(tmp_path / "other_model", tmp_path, limit=10), backend=done, quiet=True)
+
+
+class CannedBackend:
+    name = "hf"
+
+    def __init__(self, tokenizer, replies):
+        self.tokenizer, self.replies, self.prompts = tokenizer, replies, []
+
+    def generate(self, prompts, max_new_tokens):
+        self.prompts += prompts
+        return [self.replies[(len(self.prompts) - len(prompts) + i) % len(self.replies)] for i in range(len(prompts))]
+
+
+def test_generation_protocols_parse_and_report(tiny_model_dir, tiny_tokenizer, tmp_path):
+    bench = load_benchmark("demo")
+    golds = {q.id: q.answer for q in bench.questions}
+    be = CannedBackend(tiny_tokenizer, ["答案是A", "我不知道", "选 B。", "C"])
+    r = evaluate(cfg(tiny_model_dir, tmp_path, protocol="chat-0shot-gen", limit=2, batch_size=4), backend=be, quiet=True)
+    lines = [json.loads(l) for l in (tmp_path / r["predictions"]).read_text().splitlines()]
+    assert [l["pred"] for l in lines] == ["A", None, "B", "C"] * 2
+    assert r["n_unparsed"] == 2 and r["n_fallback"] == 0
+    assert r["acc_micro"] == sum(l["pred"] == golds[l["id"]] for l in lines) / 8
+    assert all("<|im_start|>assistant\n" in p for p in be.prompts)
+    steel = evaluate(cfg(tiny_model_dir, tmp_path, protocol="steel-compat", limit=2), backend=be, quiet=True)
+    assert steel["n_unparsed"] == 0 and steel["n_fallback"] >= 2 and "STEEL-COMPAT" in steel["protocol"]["label"]
+
+
+def test_bad_model_folders(tiny_model_dir, tmp_path, capsys):
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if not f.name.endswith(".safetensors"):
+            shutil.copy(f, no_weights / f.name)
+    with pytest.raises(SystemExit):
+        main([DEMO, f"model={no_weights}", f"out_dir={tmp_path / 'o1'}"])
+    assert "no model weights" in capsys.readouterr().err and not (tmp_path / "o1" / "demo.base-5shot-logits.json").exists()
+    no_tok = tmp_path / "no_tok"
+    no_tok.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if not f.name.startswith(("tokenizer", "chat_template", "special")):
+            shutil.copy(f, no_tok / f.name)
+    with pytest.raises(SystemExit):
+        main([DEMO, f"model={no_tok}", f"out_dir={tmp_path / 'o2'}"])
+    assert "no tokenizer files" in capsys.readouterr().err
+
+
+def test_compare_and_ablation(tiny_model_dir, tiny_tokenizer, tmp_path, capsys):
+    from eval.ablation import AblationConfig, run_ablation
+    from eval.compare import main as compare_main
+    be = CannedBackend(tiny_tokenizer, ["答案是A", "B", "答案：C", "D"])
+    a = AblationConfig(bench=load_spec("demo"), model=str(tiny_model_dir), out_dir=str(tmp_path), limit=3,
+                       protocols=["chat-0shot-gen", "chat-0shot-cot"], bootstrap_samples=100)
+    doc = run_ablation(a, backend=be, quiet=True)
+    assert [r["protocol"] for r in doc["rows"]] == ["chat-0shot-gen", "chat-0shot-cot"]
+    assert "vs_first" in doc["rows"][1] and (tmp_path / "demo.ablation.md").read_text().count("| chat-0shot") == 2
+    c = compare_main([str(tmp_path / "demo.chat-0shot-gen.json"), str(tmp_path / "demo.chat-0shot-cot.json"),
+                      "--samples", "200"])
+    assert c["n_shared"] == 12 and "McNemar" in capsys.readouterr().out

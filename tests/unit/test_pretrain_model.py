@@ -1,0 +1,128 @@
+"""Pretraining model definitions: causality of every FFN variant (and a leaky one the check must
+catch), Auto-class registration of the non-standard variants, plain-Qwen2 export of the standard
+one, and the size registry."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from pretrain.model import (FFN_VARIANTS, SIZES, build_model, causality_leak, count_params, model_config)
+
+VOCAB = 320
+CAUSAL_TOL = 1e-5   # float noise of reordered sums; a real leak is orders of magnitude larger
+
+
+def _model_cfg(ffn: str, size: str = "debug", **over):
+    base = dict(size=size, ffn=ffn, se_reduction=4, moe_num_experts=4, moe_slots_per_expert=2,
+                moe_expert_intermediate_size=0, rope_theta=10000.0, init_std=0.02)
+    base.update(over)
+    return SimpleNamespace(**base)
+
+
+def _model(ffn: str):
+    return build_model(model_config(_model_cfg(ffn), VOCAB, pad_token_id=0, eos_token_id=2), seed=0)
+
+
+class SequenceSoftMoE(nn.Module):
+    """Steel-LLM's Soft MoE: dispatch softmax over the SEQUENCE axis, so every slot mixes all
+    positions, future ones included. Only here to prove the causality check catches such a leak."""
+
+    def __init__(self, hidden: int, slots: int = 4):
+        super().__init__()
+        self.phi = nn.Linear(hidden, slots, bias=False)
+        self.expert = nn.Linear(hidden, hidden, bias=False)
+        nn.init.normal_(self.phi.weight, std=0.5)
+
+    def forward(self, x):
+        logits = self.phi(x)                                   # [B, T, S]
+        dispatch = torch.softmax(logits, dim=1)                # over positions: the leak
+        slots = torch.einsum("bts,bth->bsh", dispatch, x)
+        combine = torch.softmax(logits, dim=-1)
+        return torch.einsum("bts,bsh->bth", combine, self.expert(slots))
+
+
+@pytest.mark.parametrize("ffn", FFN_VARIANTS)
+def test_every_variant_is_causal(ffn):
+    model = _model(ffn)
+    # Make the weights large enough that any dependence on the future would show.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.mul_(5.0)
+    for cut in (0, 7, 22):
+        assert causality_leak(model, VOCAB, seq_len=24, cut=cut) < CAUSAL_TOL, (ffn, cut)
+
+
+def test_causality_check_catches_a_leaky_ffn():
+    model = _model("swiglu")
+    assert causality_leak(model, VOCAB) < CAUSAL_TOL
+    for layer in model.model.layers:
+        layer.mlp = SequenceSoftMoE(model.config.hidden_size)
+    assert causality_leak(model, VOCAB) > 1e-3
+
+
+def test_causal_soft_moe_prefix_average_matches_a_loop():
+    """The cumsum formulation equals computing each position from its own prefix alone."""
+    model = _model("soft_moe")
+    moe = model.model.layers[0].mlp
+    x = torch.randn(1, 9, model.config.hidden_size)
+    full = moe(x)
+    for t in range(9):
+        assert torch.allclose(moe(x[:, :t + 1])[:, -1], full[:, t], atol=1e-5)
+
+
+@pytest.mark.parametrize("ffn", ["double_swiglu", "soft_moe"])
+def test_nonstandard_variants_load_through_auto_classes(ffn, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    model = _model(ffn)
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == {"double_swiglu": "zhllm_qwen2_doubleswiglu", "soft_moe": "zhllm_qwen2_softmoe"}[ffn]
+    assert type(AutoConfig.from_pretrained(tmp_path)).__name__.startswith("ZhQwen2")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = torch.randint(0, VOCAB, (2, 16))
+    torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_standard_variant_is_plain_qwen2(tmp_path):
+    from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
+    model = _model("swiglu")
+    assert type(model) is Qwen2ForCausalLM
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "qwen2"
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)  # no trust_remote_code
+    assert type(loaded) is Qwen2ForCausalLM
+
+
+def test_variants_initialise_deterministically_and_train():
+    for ffn in FFN_VARIANTS:
+        a, b = _model(ffn), _model(ffn)
+        for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(pa, pb), (ffn, n)
+            assert pa.std() > 0 or "norm" in n or n.endswith("bias"), (ffn, n)
+        ids = torch.randint(0, VOCAB, (2, 16))
+        loss = a(input_ids=ids, labels=ids).loss
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in a.parameters()), ffn
+
+
+def test_size_registry_param_counts():
+    """Build each named size on the meta device (no memory) and check the advertised scale."""
+    expected = {"small_0p1b": (0.08e9, 0.14e9), "base_0p5b": (0.35e9, 0.6e9), "steel_1b": (0.8e9, 1.3e9)}
+    with torch.device("meta"):
+        for name, (lo, hi) in expected.items():
+            m = build_model(model_config(_model_cfg("swiglu", size=name), 32768), seed=0)
+            assert lo < count_params(m) < hi, (name, count_params(m))
+    steel = SIZES["steel_1b"]
+    assert (steel.hidden, steel.layers, steel.heads) == (1792, 18, 32)
+
+
+def test_unknown_size_or_variant_is_a_clear_error():
+    with pytest.raises(ValueError, match="model.size 'huge'"):
+        model_config(_model_cfg("swiglu", size="huge"), VOCAB)
+    with pytest.raises(ValueError, match="model.ffn 'moe'"):
+        model_config(_model_cfg("moe"), VOCAB)
