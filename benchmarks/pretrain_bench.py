@@ -20,6 +20,10 @@ Run as:
 from __future__ import annotations
 
 import argparse
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see pretrain/train.py (both sides get it)
+
 import json
 import statistics
 import sys

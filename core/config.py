@@ -95,8 +95,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return "" if value is None else str(value)
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str):
-            parsed = yaml.safe_load(value) if value.strip().startswith("[") else (
-                [v.strip() for v in value.split(",") if v.strip()])
+            text = value.strip()
+            parsed = None
+            if text.startswith("["):
+                try:
+                    parsed = yaml.safe_load(text)
+                except yaml.YAMLError:  # e.g. "[a, Who are you?]": fall back to a plain comma split
+                    text = text[1:-1] if text.endswith("]") else text[1:]
+            if not isinstance(parsed, list):
+                parsed = [v.strip() for v in text.split(",") if v.strip()]
             value = parsed
         if not isinstance(value, (list, tuple)):
             value = [value]

@@ -6,8 +6,9 @@ A recipe (data_recipes/sft_mixes/<name>.yaml) sets the fields of `MixRecipe`:
 
     name: zh_mix_small
     data_root: ""                 # "" = $ZHLLM_SHARED_DATA or ../shared/data
-    identity: {name: 小钢, author: zhllm-kit}
+    identity: {name: 知微, author: zhllm-kit}
     max_tokens: 1024              # token-length cap (examples longer are dropped and reported)
+    allow_hub: false              # true: fetch a source's `hub` dataset when its file is absent
     decontam: {benchmarks: {ceval: ceval, cmmlu: cmmlu}, ngram_tokens: 8, threshold: 0.5, policy: drop}
     sources:
       - {name: ruozhiba, format: alpaca, path: sft/ruozhiba_qa.json, hub: LooksJuicy/ruozhiba,
@@ -16,7 +17,8 @@ A recipe (data_recipes/sft_mixes/<name>.yaml) sets the fields of `MixRecipe`:
 Formats: alpaca (instruction/input/output[/system/history]), sharegpt (conversations: from/value),
 messages (OpenAI role/content), prompt_response (prompt/response), mcq (question, options A-D,
 answer, explanation; `mcq_style: plain | cot`), identity (our templates, no file). `fields:` renames
-a format's canonical keys to the file's keys (e.g. WanJuan's `question: q_main`).
+a format's canonical keys to the file's keys (e.g. WanJuan's `question: q_main`). Order of work per
+source: read -> normalise -> filter -> cap + weight (seeded) -> render and length-cap (with a tokenizer).
 
 Bad rows (missing fields, empty conversation, role order other than [system] user/assistant ...,
 longer than the cap) are counted per source and listed with file:line; a source whose bad rows

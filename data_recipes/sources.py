@@ -262,7 +262,7 @@ def _hub_rows(inp: Input) -> Iterator[tuple[str, object]]:
         ds = datasets.load_dataset(streaming=True, **spec)
     except Exception as e:  # offline, gated, unknown id: say which source and how to use a local copy
         raise DataError(f"hub source '{inp.source}' ({inp.path}) cannot be streamed: {type(e).__name__}: {e}. "
-                        f"With a local copy set data_root=<folder> and the source's path:") from None
+                        f"For a local copy set data_root=<folder>; the source's `path` is read under it") from None
     for i, rec in enumerate(ds):
         yield f"row {i}", rec
 

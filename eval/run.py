@@ -210,7 +210,9 @@ def evaluate(cfg: EvalConfig, backend=None, quiet: bool = False) -> dict:
     result = {
         "schema_version": 1, "benchmark": bench.spec.name, "benchmark_version": bench.spec.version,
         "split": bench.spec.split, "data_source": bench.data_source,
+        # A LIMIT or subject list is not the benchmark: "+partial" keeps it off like-for-like tables.
         "subset": bench.subset if cfg.limit <= 0 and not cfg.subjects else f"{bench.subset}+partial",
+        "partial": cfg.limit > 0 or bool(cfg.subjects),
         "n_subjects": len(per), "n_questions": len(rows),
         "n_unparsed": sum(1 for r in rows if r.get("pred") is None),
         "n_fallback": sum(1 for r in rows if r.get("fallback")),

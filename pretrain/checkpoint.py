@@ -17,6 +17,7 @@ process after the DCP shards of that step are written and before the rename.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -35,8 +36,14 @@ from core.runs import RunError, atomic_write_json
 
 STATE_FILE = "trainer_state.json"
 
-# One process runs without a process group on purpose (see pretrain/train.py); DCP warns each time.
-warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """One process runs without a process group on purpose (see pretrain/train.py); DCP warns each time."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
 
 
 def _barrier():
@@ -88,7 +95,8 @@ def save(root: Path, step: int, model, optimizer, trainer_state: dict, loader, r
         tmp.mkdir()
     _barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+    with _quiet():
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
     torch.save(_rng_state(), tmp / f"rng_rank{rank}.pt")
     _barrier()
     if rank == 0:
@@ -127,7 +135,8 @@ def load(ckpt: Path, model, optimizer, rank: int) -> dict:
     """Restore model, optimiser and this rank's RNG from `ckpt`; returns trainer_state.json."""
     state = read_state(ckpt)
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(ckpt))
+    with _quiet():
+        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(ckpt))
     set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
     rng_file = ckpt / f"rng_rank{rank}.pt"
     if not rng_file.is_file():  # more ranks than when saved: start them from rank 0's state
@@ -141,6 +150,7 @@ def load_model_only(ckpt: Path, model) -> dict:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
     state = read_state(ckpt)
     sd = get_model_state_dict(model)
-    dcp.load({"model": sd}, checkpoint_id=str(ckpt))
+    with _quiet():
+        dcp.load({"model": sd}, checkpoint_id=str(ckpt))
     set_model_state_dict(model, sd)
     return state

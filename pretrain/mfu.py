@@ -1,6 +1,8 @@
 """Peak FLOP/s for MFU: a table of known GPUs (dense bf16 tensor-core peak, no sparsity) and, on CPU,
-a matmul measured once and cached in ~/.cache/zhllm-kit/cpu_peak.json (keyed by CPU model, thread
-count and dtype) so every run of a machine reports MFU against the same figure.
+a matmul measured once and cached in ~/.cache/zhllm-kit/cpu_peak_v2.json (keyed by CPU model, thread
+count and dtype) so every run of a machine reports MFU against the same figure. The figure is the
+best of 10 matmuls; measured while other processes load the CPU it is low (MFU then reads high):
+delete the cache file to measure again on a quiet machine.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ GPU_PEAK_BF16 = [
     ("V100", 125e12), ("T4", 65e12),
 ]
 
-CACHE = Path(os.environ.get("ZHLLM_CACHE", Path.home() / ".cache" / "zhllm-kit")) / "cpu_peak.json"
+CACHE = Path(os.environ.get("ZHLLM_CACHE", Path.home() / ".cache" / "zhllm-kit")) / "cpu_peak_v2.json"
 
 
 def _cpu_name() -> str:
@@ -33,7 +35,7 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
-def measure_cpu_peak(dtype: torch.dtype, n: int = 1024, reps: int = 6) -> float:
+def measure_cpu_peak(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
     """Best-of-`reps` FLOP/s of an n x n matmul with the current torch thread count."""
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)

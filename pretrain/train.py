@@ -22,11 +22,16 @@ CPU uses autocast.
 """
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: with spinning waits, 2 threads on 2 cores shared with other processes
+# ran a debug-size step 8x slower (1.67 s vs 0.17 s measured); passive waits cost ~nothing alone.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import time

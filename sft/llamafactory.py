@@ -64,6 +64,7 @@ def train_yaml(cfg, model_dir: Path, dataset_dir: Path, dataset: str, output_dir
         "max_grad_norm": cfg.optim.max_grad_norm, "seed": cfg.train.seed,
         "bf16": (not cpu) and cfg.train.precision in ("auto", "bf16"),
         "disable_gradient_checkpointing": not cfg.train.activation_checkpointing,
+        "include_num_input_tokens_seen": "non_padding",   # -> tokens_seen in our manifest
     }
     if cfg.train.max_steps:
         y["max_steps"] = cfg.train.max_steps
@@ -161,6 +162,8 @@ def train(cfg, run, model_dir: Path, tokenizer, examples, save_model) -> dict:
     else:
         model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
     save_model(model, tokenizer, run.path / "model")  # our tokenizer files, not LLaMA-Factory's re-save
+    for weights in out_dir.glob("*.safetensors"):      # now in model/ (and adapter/): no second copy
+        weights.unlink()
     state = json.loads(state_path.read_text(encoding="utf-8"))
     tokens = max([int(h.get("num_input_tokens_seen", 0)) for h in state.get("log_history", [])] + [0])
     return {"steps": int(state.get("global_step", 0)), "tokens_seen": tokens, "final_loss": losses[-1],

@@ -23,6 +23,7 @@ Run as:
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -324,6 +325,11 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"sft: recipe {recipe or '(defaults)'} | data {mix_path(cfg.data.recipe)} | init {model_dir}"
               f" | parent {parent or 'none (HF folder)'} | backend {cfg.backend}")
         inherited = inherit(cfg, parent)
+        mc = model_dir / "config.json"
+        max_pos = json.loads(mc.read_text(encoding="utf-8")).get("max_position_embeddings") if mc.is_file() else None
+        if max_pos and cfg.data.max_seq_len_tokens > max_pos:
+            print(f"WARNING: data.max_seq_len_tokens {cfg.data.max_seq_len_tokens} > the model's "
+                  f"max_position_embeddings {max_pos}: positions past it were never trained")
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         mix = load_recipe(cfg.data.recipe, cfg.data.mix_overrides)

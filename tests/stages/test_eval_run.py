@@ -77,7 +77,7 @@ class CountingBackend:
 
 def test_resume_from_predictions(tiny_model_dir, tmp_path):
     inner = HFBackend(tiny_model_dir, batch_size=2)
-    c = cfg(tiny_model_dir, tmp_path, limit=10, batch_size=2)    # 4 subjects x 10, chunks of 8 (8+2 per subject)
+    c = cfg(tiny_model_dir, tmp_path, limit=5, batch_size=2)     # 4 subjects x 5, one chunk (<= 8) each
     with pytest.raises(Crash):
         evaluate(c, backend=CountingBackend(inner, crash_after=2), quiet=True)
     pred = tmp_path / "demo.base-5shot-logits.predictions.jsonl"
@@ -86,15 +86,15 @@ def test_resume_from_predictions(tiny_model_dir, tmp_path):
         f.write('{"id": "torn')                                      # a crash mid-write
     again = CountingBackend(inner)
     r = evaluate(c, backend=again, quiet=True)
-    assert again.scored == 30 and r["n_questions"] == 40
-    fresh = evaluate(cfg(tiny_model_dir, tmp_path / "fresh", limit=10), backend=CountingBackend(inner), quiet=True)
+    assert again.scored == 10 and r["n_questions"] == 20
+    fresh = evaluate(cfg(tiny_model_dir, tmp_path / "fresh", limit=5), backend=CountingBackend(inner), quiet=True)
     assert r["acc_micro"] == fresh["acc_micro"] and r["per_subject"] == fresh["per_subject"]
     done = CountingBackend(inner)
     evaluate(c, backend=done, quiet=True)
     assert done.scored == 0                                          # nothing left to score
     shutil.copytree(tiny_model_dir, tmp_path / "other_model")   # another model, same output folder
     with pytest.raises(RunError, match="another model"):
-        evaluate(cfg(tmp_path / "other_model", tmp_path, limit=10), backend=done, quiet=True)
+        evaluate(cfg(tmp_path / "other_model", tmp_path, limit=5), backend=done, quiet=True)
 
 
 class CannedBackend:

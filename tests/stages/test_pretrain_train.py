@@ -198,3 +198,32 @@ def test_missing_tokenizer_and_bad_batch_are_clear_errors(data_dir, tmp_path):
         main(_args(data_dir, tmp_path, "z2", "train.batch_size_tokens=100"))
     with pytest.raises(SystemExit, match="resume=auto needs run.name"):
         main([*ARGS, f"data.path={data_dir}", f"run.root={tmp_path}", "resume=auto"])
+
+
+def test_soft_moe_variant_trains_exports_and_loads_through_auto_classes(data_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+    from pretrain.export import hf_config_from_state
+    from pretrain.model import build_model
+    run = main(_args(data_dir, tmp_path, "moe", "model.ffn=soft_moe", "train.max_steps=2",
+                     "train.trace_blocks=false"))
+    cfg = json.loads((run / "model" / "config.json").read_text())
+    assert cfg["model_type"] == "zhllm_qwen2_softmoe"
+    loaded = AutoModelForCausalLM.from_pretrained(run / "model")  # registered by importing pretrain.model
+    ckpt = ckpt_lib.latest(run / "checkpoints")
+    trained = build_model(hf_config_from_state(ckpt_lib.read_state(ckpt)))
+    ckpt_lib.load_model_only(ckpt, trained)
+    ids = torch.randint(0, 500, (1, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, trained(input_ids=ids).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "pretrain" / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_parses_and_names_a_known_size(recipe):
+    from core.config import load_config
+    from pretrain.model import FFN_VARIANTS, SIZES
+    from pretrain.train import PretrainConfig
+    cfg = load_config(PretrainConfig, recipe)
+    assert cfg.model.size in SIZES and cfg.model.ffn in FFN_VARIANTS
+    assert cfg.train.batch_size_tokens % cfg.data.seq_len_tokens == 0
+    assert cfg.data.path.startswith("runs/data/")
+    assert "make pretrain RECIPE=" in recipe.read_text().splitlines()[1] + recipe.read_text()

@@ -92,11 +92,11 @@ def test_bad_input_stops_before_any_output(tmp_path, tiny_run_dir):
 
 @pytest.mark.parametrize("recipe", sorted((REPO_ROOT / "sft" / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
 def test_recipes_dry_run(recipe, capsys):
-    from core.config import parse_args
+    from core.config import load_config, parse_args
     from data_recipes.sft_mix import load_recipe
     from sft.train import SFTConfig
     with pytest.raises(SystemExit) as e:
         parse_args(SFTConfig, [str(recipe), "--dry-run"], prog="sft.train")
     assert e.value.code == 0 and "recipe:" in capsys.readouterr().out
-    cfg = __import__("core.config", fromlist=["load_config"]).load_config(SFTConfig, recipe)
+    cfg = load_config(SFTConfig, recipe)
     assert load_recipe(cfg.data.recipe).sources   # the data recipe it names parses too

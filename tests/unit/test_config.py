@@ -31,6 +31,8 @@ def test_defaults_recipe_and_overrides(tmp_path):
     assert cfg.optim.lr == pytest.approx(2e-5) and isinstance(cfg.optim.lr, float)
     assert cfg.tags == ["a", "b"] and cfg.optim.betas == [0.8, 0.9] and cfg.limit is None
     assert load_config(Cfg, recipe, ["limit=7"]).limit == 7
+    # A list that YAML cannot parse falls back to a comma split instead of crashing.
+    assert load_config(Cfg, None, ["tags=[a, Who are you?: x]"]).tags == ["a", "Who are you?: x"]
 
 
 def test_unknown_keys_name_the_key_and_file(tmp_path):

@@ -78,3 +78,22 @@ def test_training_rows_count_truncation_and_drops(tiny_tokenizer):
     assert "f.jsonl:2" in counts["truncated_where"][0]
     rows, counts = training_rows(exs, DataOptions(max_seq_len_tokens=40, truncation="drop"))
     assert counts["dropped_too_long"] == 2 and len(rows) == 1
+
+
+def test_labels_equal_trl_assistant_only_loss(tmp_path, tiny_tokenizer, tiny_model_dir):
+    """Our precomputed labels are what TRL's own `assistant_only_loss=True` pipeline builds."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+    convs = [[{"role": "user", "content": "广东省的省会是哪里？"}, {"role": "assistant", "content": "广州。"}],
+             [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "我是知微。"},
+              {"role": "user", "content": "谁做了你？"}, {"role": "assistant", "content": "测试组。"}]]
+    args = SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, use_cpu=True, report_to="none",
+                     max_length=128, dataset_num_proc=None, shuffle_dataset=False,
+                     activation_checkpointing=False)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                         train_dataset=Dataset.from_list([{"messages": c} for c in convs]),
+                         processing_class=tiny_tokenizer)
+    for row, conv in zip(trainer.train_dataset, convs):
+        ids, labels = sft_formats.render(tiny_tokenizer, conv)
+        assert row["input_ids"] == ids and row["labels"] == labels
