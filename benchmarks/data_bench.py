@@ -6,7 +6,8 @@ from its files, big = the next 10x as many bytes, so big is 10x larger and not 1
 dedupe would remove). Without shared data it falls back to the demo corpus with a per-copy suffix
 and near dedupe off (copies would be near duplicates). The tokenizer is trained once up front and
 passed as tokenizer.from_dir, so the timed build is read -> clean -> dedupe -> tokenise -> shards.
-Each build runs as its own `python -m data_recipes.build` process; RSS is sampled (psutil, 20 Hz)
+Each build runs as its own `python -m data_recipes.build` process (best of --repeats, settings
+alternated); RSS is sampled (psutil, 20 Hz)
 over that process and its workers. Throughput uses the build's own clean+dedupe and tokenise+shards
 time (report.json `timings`; process start-up and imports excluded).
 
@@ -83,6 +84,26 @@ def make_corpora(work: Path, base_mb: float) -> tuple[Path, Path, str]:
     return base_dir, big_dir, "demo-replicated"
 
 
+def _spin(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+
+def machine_speedup(n: int = 10_000_000) -> float:
+    """What 2 processes get over 1 on this machine right now, for a trivially parallel CPU loop:
+    the ceiling for any 2-process speedup while other jobs share the cores."""
+    import multiprocessing as mp
+    t = time.time()
+    _spin(n), _spin(n)
+    serial = time.time() - t
+    t = time.time()
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.map(_spin, [n, n])
+    return round(serial / (time.time() - t), 3)
+
+
 def run_build(recipe: Path, root: Path, workers: int) -> dict:
     cmd = [sys.executable, "-m", "data_recipes.build", str(recipe), f"run.root={root}", f"num_workers={workers}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -119,6 +140,7 @@ def run_build(recipe: Path, root: Path, workers: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base-mb", type=float, default=4.0, help="size of the base corpus (the big one is 10x)")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per setting; the fastest counts (noisy shared machine)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data.json"))
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -129,6 +151,7 @@ def main() -> None:
         texts = [json.loads(l)["text"] for l in (base_dir / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
         build_tokenizer(texts, vocab_size=8000).save_pretrained(str(work / "tok"))
         near = source != "demo-replicated"
+        ceiling = [machine_speedup()]
         results = {}
         for label, folder in (("base", base_dir), ("big", big_dir)):
             recipe = work / f"{label}.yaml"
@@ -143,12 +166,21 @@ def main() -> None:
                 "dedupe": {"near": near},
                 "tokenizer": {"from_dir": str(work / "tok"), "compare_baseline": False, "heldout_every_docs": 0},
                 "shards": {"shard_size_tokens": 5_000_000, "batch_bytes": 262144}}, ensure_ascii=False))
-            for workers in (1, 2):
-                r = run_build(recipe, work / f"runs-{label}-{workers}", workers)
-                results[f"{label}_{workers}proc"] = r
-                print(f"{label:>4} corpus, {workers} process(es): {r['input_mb']:.1f} MB in {r['work_s']:.1f}s = "
-                      f"{r['mb_per_s']:.2f} MB/s; peak RSS main {r['peak_rss_main_mb']:.0f} MB, "
-                      f"all processes {r['peak_rss_tree_mb']:.0f} MB", flush=True)
+            for rep in range(args.repeats):
+                for workers in (1, 2):          # alternate, so load changes hit both settings alike
+                    r = run_build(recipe, work / f"runs-{label}-{workers}-{rep}", workers)
+                    print(f"{label:>4} corpus, {workers} process(es): {r['input_mb']:.1f} MB in {r['work_s']:.1f}s = "
+                          f"{r['mb_per_s']:.2f} MB/s; peak RSS main {r['peak_rss_main_mb']:.0f} MB, "
+                          f"all processes {r['peak_rss_tree_mb']:.0f} MB", flush=True)
+                    best = results.get(f"{label}_{workers}proc")
+                    if best is not None:     # fastest time counts; RSS is the worst seen
+                        for k in ("peak_rss_main_mb", "peak_rss_tree_mb"):
+                            r[k] = max(r[k], best[k])
+                    if best is None or r["work_s"] < best["work_s"]:
+                        results[f"{label}_{workers}proc"] = r
+                    else:
+                        best.update(peak_rss_main_mb=r["peak_rss_main_mb"], peak_rss_tree_mb=r["peak_rss_tree_mb"])
+    ceiling.append(machine_speedup())
     speedup = {k: round(results[f"{k}_2proc"]["mb_per_s"] / results[f"{k}_1proc"]["mb_per_s"], 3) for k in ("base", "big")}
     # What 2 free cores would give, from CPU seconds (robust to other jobs on a shared machine):
     # the 1-process CPU time over the busier of (main process, half of all CPU of the 2-process run).
@@ -159,8 +191,9 @@ def main() -> None:
         cpu_speedup[k] = round(total1 / max(two["cpu_main_s"], (two["cpu_main_s"] + two["cpu_workers_s"]) / 2), 3)
     rss = {w: round(results[f"big_{w}proc"]["peak_rss_main_mb"] / results[f"base_{w}proc"]["peak_rss_main_mb"], 3)
            for w in (1, 2)}
-    out = {"benchmark": "data", "corpus_source": source, "base_mb": args.base_mb, "near_dedupe": near,
+    out = {"benchmark": "data", "corpus_source": source, "base_mb": args.base_mb, "repeats_best_of": args.repeats, "near_dedupe": near,
            "cpu_count": os.cpu_count(), "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
+           "machine_2proc_speedup_ceiling_before_after": ceiling,
            "runs": results, "speedup_2proc_over_1proc": speedup,
            "cpu_bound_speedup_2proc_estimate": cpu_speedup, "rss_ratio_big_over_base_main": rss,
            "targets": {"speedup_2proc": 1.7, "rss_ratio_10x": 1.5},
@@ -169,6 +202,7 @@ def main() -> None:
            "note": "the dev machine has 2 cores shared with other jobs; see load_avg_at_end"}
     atomic_write_json(args.out, out)
     print(f"speedup 1 -> 2 processes: base {speedup['base']:.2f}x, 10x corpus {speedup['big']:.2f}x (target >= 1.7x)")
+    print(f"a trivially parallel CPU loop got {ceiling[0]:.2f}x / {ceiling[1]:.2f}x (before / after) on this machine")
     print(f"CPU-time estimate for 2 free cores: base {cpu_speedup['base']:.2f}x, 10x corpus {cpu_speedup['big']:.2f}x")
     print(f"peak RSS (main process), 10x corpus / base: 1 proc {rss[1]:.2f}x, 2 procs {rss[2]:.2f}x (target < 1.5x)")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores -> {args.out}")

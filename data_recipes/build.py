@@ -320,9 +320,9 @@ def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        run = Run(tmp, "data", name)
+        run = Run(tmp, "data", recipe_name(recipe))
         run.write_config(cfg)
-        print(f"data {name}: {len(inputs)} input(s) -> {out}")
+        print(f"data {name}: {recipe or 'defaults'}, {len(inputs)} input(s) -> {out}")
         t1, c1 = time.time(), _cpu()
         p1 = run_pass1(cfg, inputs, skip, tmp)
         timings = {"clean_dedupe_s": round(time.time() - t1, 2), **_cpu_since(c1, "clean_dedupe")}
@@ -366,7 +366,7 @@ def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path
             manifest = run.finish(run=name, dtype=dtype_for_vocab(len(tok)), vocab_size=len(tok), doc_sep_id=sep,
                                   shards=shards, num_tokens=num_tokens, num_docs=p1.kept,
                                   tokenizer_sha256=tokenizer_hash(tok_dir), content_hash=key,
-                                  data_recipe={"name": name, "hash": key}, tokenizer_dir="tokenizer")
+                                  data_recipe={"name": recipe_name(recipe), "hash": key}, tokenizer_dir="tokenizer")
         else:
             report["seconds"] = round(time.time() - t0, 2)
             atomic_write_json(tmp / "report.json", report)
@@ -377,6 +377,8 @@ def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path
     print_summary(name, out, report, manifest)
     if only == "tokenizer":
         print(f"  tokenizer only: {out}/tokenizer (no shards, no manifest.json); next: make data RECIPE={name}")
+    else:
+        print(f"next: make pretrain RECIPE=<pretrain recipe> ARGS=\"data.path={out}\"")
     return out
 
 

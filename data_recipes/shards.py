@@ -6,10 +6,11 @@ A data folder `runs/data/<name>/` holds
                                every document is followed by the `<|endoftext|>` id
     shards/shard_00000.docs.npy  int64 array: end offset (exclusive, in tokens) of each document
     manifest.json              written last: {"stage": "data", "dtype", "vocab_size", "doc_sep_id",
-                               "shards": [{"file", "sha256", "num_tokens", "num_docs"}],
+                               "shards": [{"file", "docs_file", "sha256", "num_tokens", "num_docs"}],
                                "tokenizer_sha256", "content_hash", ...}
 
-`open_shards` checks every shard's size and (optionally) hash against the manifest before use.
+`open_shards` checks every shard's size and (optionally) hash against the manifest before use;
+`iter_documents` yields each document's ids; `ShardWriter` writes the format (data_recipes/build.py).
 """
 from __future__ import annotations
 

@@ -68,6 +68,8 @@ def _records(batch: Batch, path: str, fmt: str, field: str):
             here = offset
             line += 1
             offset += len(raw) + 1
+            if here == 0 and raw.startswith(b"\xef\xbb\xbf"):      # a UTF-8 byte order mark
+                raw = raw[3:]
             if not raw.strip():
                 continue
             try:

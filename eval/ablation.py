@@ -18,8 +18,8 @@ from pathlib import Path
 from core.config import parse_args
 from core.runs import RunError, atomic_write_json, atomic_write_text
 from eval.compare import compare
-from eval.data import BenchmarkDataError
-from eval.run import EvalConfig, evaluate
+from eval.data import BenchmarkDataError, load_benchmark
+from eval.run import EvalConfig, evaluate, select_questions
 
 
 @dataclass
@@ -45,6 +45,8 @@ def run_ablation(cfg: AblationConfig, backend=None, quiet: bool = False) -> dict
         rows.append(r)
         paths.append(r)
     out_dir = None
+    bench = load_benchmark(cfg.bench, cfg.data_dir or None, subjects=cfg.subjects or None, with_shots=False)
+    ids = {q.id for q in select_questions(bench, cfg.limit)}    # this ablation's questions only
     ref = next((i for i, p in enumerate(paths) if p is not None), None)
     table = []
     for i, r in enumerate(rows):
@@ -58,18 +60,19 @@ def run_ablation(cfg: AblationConfig, backend=None, quiet: bool = False) -> dict
                "fallback": r["n_fallback"], "per_category": {g: v["acc"] for g, v in r["per_category"].items()}}
         if ref is not None and i != ref:
             c = compare(out_dir / f"{r['benchmark']}.{rows[ref]['protocol']['name']}.json",
-                        out_dir / f"{r['benchmark']}.{row['protocol']}.json", samples=2000, seed=cfg.seed)
+                        out_dir / f"{r['benchmark']}.{row['protocol']}.json", samples=2000, seed=cfg.seed,
+                        ids=ids)
             row["vs_first"] = {"diff": c["paired_bootstrap"]["diff"], "mcnemar_p": c["mcnemar"]["p_value"]}
         table.append(row)
     if out_dir is None:
         raise RunError("no protocol could be evaluated: " + "; ".join(r.get("error", "") for r in rows))
-    bench = rows[ref]["benchmark"]
-    doc = {"benchmark": bench, "model": rows[ref]["model"], "rows": table}
-    atomic_write_json(out_dir / f"{bench}.ablation.json", doc)
-    atomic_write_text(out_dir / f"{bench}.ablation.md", markdown(doc))
+    name = rows[ref]["benchmark"]
+    doc = {"benchmark": name, "model": rows[ref]["model"], "rows": table}
+    atomic_write_json(out_dir / f"{name}.ablation.json", doc)
+    atomic_write_text(out_dir / f"{name}.ablation.md", markdown(doc))
     if not quiet:
         print(markdown(doc))
-        print(f"wrote {out_dir / f'{bench}.ablation.md'}")
+        print(f"wrote {out_dir / f'{name}.ablation.md'}")
     return doc
 
 

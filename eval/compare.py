@@ -46,9 +46,14 @@ def load_result(path: str | Path) -> tuple[dict, dict[str, dict]]:
     return result, rows
 
 
-def compare(a_path, b_path, samples: int = 10000, seed: int = 0) -> dict:
+def compare(a_path, b_path, samples: int = 10000, seed: int = 0, ids: set[str] | None = None) -> dict:
+    """`ids`: restrict to these questions (a predictions file may hold more, e.g. from a run
+    without LIMIT)."""
     ra, pa = load_result(a_path)
     rb, pb = load_result(b_path)
+    if ids is not None:
+        pa = {k: v for k, v in pa.items() if k in ids}
+        pb = {k: v for k, v in pb.items() if k in ids}
     if ra["benchmark"] != rb["benchmark"]:
         raise CompareError(f"different benchmarks: {ra['benchmark']} vs {rb['benchmark']}")
     shared = sorted(set(pa) & set(pb))

@@ -27,7 +27,7 @@ from core.runs import RunError, atomic_write_json
 from eval.backends.hf import bos_ids, load_tokenizer
 from eval.data import BenchmarkDataError, load_benchmark
 from eval.protocols import get_protocol
-from eval.run import EvalConfig, describe_model, evaluate, output_dir
+from eval.run import EvalConfig, describe_model, evaluate, output_dir, select_questions
 
 
 @dataclass
@@ -105,9 +105,7 @@ def crosscheck(cfg: CrosscheckConfig) -> dict:
     pred_file = output_dir(cfg, rec) / ours["predictions"]
     our_rows = {json.loads(l)["id"]: json.loads(l) for l in pred_file.read_text(encoding="utf-8").splitlines() if l.strip()}
     bench = load_benchmark(cfg.bench, cfg.data_dir or None, subjects=cfg.subjects or None)
-    seen: dict[str, int] = {}
-    questions = [q for q in bench.questions if cfg.limit <= 0 or
-                 (seen.__setitem__(q.subject, seen.get(q.subject, 0) + 1) or seen[q.subject] <= cfg.limit)]
+    questions = select_questions(bench, cfg.limit)
     tmp = Path(tempfile.mkdtemp(prefix="zhk-lmeval-"))
     tasks = write_tasks(bench, questions, tmp, protocol.shots)
     add_bos = bool(bos_ids(load_tokenizer(model_path)))

@@ -185,7 +185,11 @@ def _root_for(spec: BenchSpec, data_dir: str | Path | None) -> tuple[Path | None
 def _hub_rows(spec: BenchSpec, subject: str, split: str, category: str) -> list[Question]:
     """One subject split from the hub (needs network; HF_DATASETS_OFFLINE=1 makes this fail fast)."""
     import datasets
-    ds = datasets.load_dataset(spec.hub_path, subject, split=split)
+    try:
+        ds = datasets.load_dataset(spec.hub_path, subject, split=split)
+    except (ConnectionError, OSError) as e:
+        raise BenchmarkDataError(f"cannot load hub:{spec.hub_path}/{subject} split {split} ({type(e).__name__}: "
+                                 f"{e}); offline, pass data_dir=<local copy in the official CSV layout>") from None
     qkey, akey = ("question", "answer") if spec.layout == "ceval" else ("Question", "Answer")
     out = []
     for i, r in enumerate(ds):

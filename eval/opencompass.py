@@ -30,7 +30,7 @@ from pathlib import Path
 from core.config import parse_args
 from core.runs import REPO_ROOT, RunError, atomic_write_json
 from eval.data import BenchmarkDataError, load_benchmark
-from eval.run import EvalConfig, describe_model, output_dir
+from eval.run import EvalConfig, describe_model, output_dir, select_questions
 
 
 @dataclass
@@ -129,9 +129,7 @@ def run_opencompass(cfg: OpenCompassConfig) -> dict:
     if not exe.is_file():
         raise RunError(f"{exe} not found: run `make setup-opencompass` first")
     bench = load_benchmark(cfg.bench, cfg.data_dir or None, subjects=cfg.subjects or None)
-    seen: dict[str, int] = {}
-    questions = [q for q in bench.questions if cfg.limit <= 0 or
-                 (seen.__setitem__(q.subject, seen.get(q.subject, 0) + 1) or seen[q.subject] <= cfg.limit)]
+    questions = select_questions(bench, cfg.limit)
     model_path, rec = describe_model(cfg.model)
     tmp = Path(tempfile.mkdtemp(prefix="zhk-opencompass-"))
     hints = export_data(bench, questions, tmp / "data", bench.spec.n_shots)

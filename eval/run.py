@@ -106,6 +106,19 @@ def model_key(rec: dict) -> str:
     return "|".join([str(p.resolve()) if p.is_dir() else str(p)] + [f"{w.name}:{w.stat().st_size}" for w in weights])
 
 
+def select_questions(bench, limit: int) -> list:
+    """The scored questions, or the first `limit` of each subject."""
+    if limit <= 0:
+        return list(bench.questions)
+    seen: dict[str, int] = {}
+    out = []
+    for q in bench.questions:
+        seen[q.subject] = seen.get(q.subject, 0) + 1
+        if seen[q.subject] <= limit:
+            out.append(q)
+    return out
+
+
 # ---- predictions file ----------------------------------------------------------------------------
 def read_predictions(path: Path, protocol_tag: str, key: str) -> dict[str, dict]:
     """Finished lines by question id. A torn last line (a crash mid-write) is dropped; a line from
@@ -148,11 +161,7 @@ def evaluate(cfg: EvalConfig, backend=None, quiet: bool = False) -> dict:
     protocol = get_protocol(cfg.protocol)
     bench = load_benchmark(cfg.bench, cfg.data_dir or None, subjects=cfg.subjects or None,
                            with_shots=protocol.shots > 0)
-    questions = bench.questions
-    if cfg.limit > 0:
-        seen: dict[str, int] = {}
-        questions = [q for q in questions if (seen.__setitem__(q.subject, seen.get(q.subject, 0) + 1)
-                                              or seen[q.subject] <= cfg.limit)]
+    questions = select_questions(bench, cfg.limit)
     model_path, rec = describe_model(cfg.model)
     out = output_dir(cfg, rec)
     out.mkdir(parents=True, exist_ok=True)

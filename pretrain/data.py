@@ -39,10 +39,16 @@ def _permutation(seed: int, epoch: int, n: int, salt: int = 0) -> np.ndarray:
     return np.random.Generator(np.random.PCG64([seed, epoch, salt])).permutation(n).astype(np.int64)
 
 
+def hash_files(paths: list[Path]) -> list[str]:
+    return [sha256_file(p) for p in paths]
+
+
 class BlockLoader:
-    def __init__(self, seq_len: int, seed: int):
+    def __init__(self, seq_len: int, seed: int, hasher=hash_files):
         self.seq_len = seq_len
         self.seed = seed
+        # paths -> sha256s; the trainer passes one that splits the files over ranks.
+        self.hasher = hasher
         self.sources: list[dict] = []      # {"path", "tokenizer_sha256", "added_at_step"}
         self.shards: list[dict] = []       # {"source", "file", "sha256", "num_tokens", "first_block", "num_blocks"}
         self.arrays: list[np.ndarray] = []
@@ -54,9 +60,9 @@ class BlockLoader:
 
     # ---- building --------------------------------------------------------------------------------
     @classmethod
-    def fresh(cls, data_dir: str | Path, seq_len: int, seed: int) -> "BlockLoader":
-        loader = cls(seq_len, seed)
-        loader._add_source(Path(data_dir), step=0, verify_hash=True)
+    def fresh(cls, data_dir: str | Path, seq_len: int, seed: int, hasher=hash_files) -> "BlockLoader":
+        loader = cls(seq_len, seed, hasher)
+        loader._add_source(Path(data_dir), step=0)
         if loader.num_blocks == 0:
             raise DataStateError(f"{data_dir}: no shard holds a full block of {seq_len + 1} tokens")
         loader.order = _permutation(seed, 0, loader.num_blocks)
@@ -66,9 +72,10 @@ class BlockLoader:
     def num_blocks(self) -> int:
         return sum(s["num_blocks"] for s in self.shards)
 
-    def _add_source(self, data_dir: Path, step: int, verify_hash: bool,
-                    expected: list[dict] | None = None) -> list[int]:
-        manifest, arrays = open_shards(data_dir, verify_hash=verify_hash and expected is None)
+    def _add_source(self, data_dir: Path, step: int, expected: list[dict] | None = None) -> list[int]:
+        """Open a data folder's shards, hashing every one: against the checkpoint's record
+        (`expected`, on resume) or against the folder's manifest (new data)."""
+        manifest, arrays = open_shards(data_dir, verify_hash=False)  # sizes checked; hashes below
         if self.dtype is not None and manifest["dtype"] != self.dtype:
             raise DataStateError(f"{data_dir}: token dtype {manifest['dtype']} differs from the run's {self.dtype}")
         tok = manifest.get("tokenizer_sha256")
@@ -85,20 +92,23 @@ class BlockLoader:
                                  f"recorded, manifest lists {len(manifest['shards'])})")
         known = {s["sha256"]: s for s in self.shards}
         new_ids: list[int] = []
-        for i, (entry, arr) in enumerate(zip(manifest["shards"], arrays)):
+        hashes = self.hasher([data_dir / e["file"] for e in manifest["shards"]])
+        for i, (entry, arr, got) in enumerate(zip(manifest["shards"], arrays, hashes)):
             path = data_dir / entry["file"]
             if expected is not None:  # resume: the checkpoint's hashes are the truth
                 want = expected[i]
                 if entry["file"] != want["file"]:
                     raise DataStateError(f"{data_dir}: shard list changed since the checkpoint "
                                          f"(expected {want['file']}, manifest lists {entry['file']})")
-                got = sha256_file(path)
                 if got != want["sha256"]:
                     raise DataStateError(f"shard changed since the checkpoint: {path} (sha256 {got[:12]}..., "
                                          f"checkpoint recorded {want['sha256'][:12]}...). Restore it or start a new run.")
                 sha = got
             else:
-                sha = entry["sha256"]
+                if got != entry["sha256"]:
+                    raise DataStateError(f"shard changed after its manifest: {path} "
+                                         f"(sha256 differs from {data_dir / 'manifest.json'})")
+                sha = got
                 if sha in known:
                     raise DataStateError(f"shard already in this run: {path} has the same content as "
                                          f"{known[sha]['source']}/{known[sha]['file']}; refusing to train it twice")
@@ -120,7 +130,7 @@ class BlockLoader:
         data_dir = Path(data_dir)
         if any(Path(s["path"]).resolve() == data_dir.resolve() for s in self.sources):
             return 0  # added by an earlier resume of this run: its shards are checked like the rest
-        new_ids = np.asarray(self._add_source(data_dir, step=step, verify_hash=True), dtype=np.int64)
+        new_ids = np.asarray(self._add_source(data_dir, step=step), dtype=np.int64)
         rest = np.concatenate([self.order[self.cursor:], new_ids])
         mixed = rest[_permutation(self.seed, self.epoch, len(rest), salt=len(self.sources))]
         self.order = np.concatenate([self.order[:self.cursor], mixed])
@@ -164,19 +174,19 @@ class BlockLoader:
         tmp.replace(folder / "data_order.npy")
 
     @classmethod
-    def load(cls, folder: Path, seq_len: int, seed: int) -> "BlockLoader":
+    def load(cls, folder: Path, seq_len: int, seed: int, hasher=hash_files) -> "BlockLoader":
         """Rebuild the loader saved in a checkpoint folder, re-hashing every shard."""
         state = json.loads((folder / "data_state.json").read_text(encoding="utf-8"))
         if state["seq_len"] != seq_len or state["seed"] != seed:
             raise DataStateError(f"{folder}: checkpoint data state has seq_len={state['seq_len']}, seed={state['seed']}; "
                                  f"config has seq_len={seq_len}, seed={seed}")
-        loader = cls(seq_len, seed)
+        loader = cls(seq_len, seed, hasher)
         for src in state["sources"]:
             path = Path(src["path"])
             if not (path / "manifest.json").is_file():
                 raise DataStateError(f"data folder missing: {path} (trained on by the run saved in {folder})")
             expected = [s for s in state["shards"] if s["source"] == src["path"]]
-            loader._add_source(path, step=src["added_at_step"], verify_hash=True, expected=expected)
+            loader._add_source(path, step=src["added_at_step"], expected=expected)
             loader.sources[-1].update(src)
         loader.epoch, loader.cursor = state["epoch"], state["cursor"]
         loader.order = np.load(folder / "data_order.npy")
@@ -206,7 +216,8 @@ def write_token_folder(out_dir: str | Path, tokenizer, texts: list[str], num_sha
         name = f"shards/shard_{k:05d}.bin"
         np.asarray(ids, dtype=np.dtype(dtype).newbyteorder("<")).tofile(out / name)
         np.save(out / f"shards/shard_{k:05d}.docs.npy", np.asarray(ends, dtype=np.int64))
-        entries.append({"file": name, "sha256": sha256_file(out / name), "num_tokens": len(ids),
+        entries.append({"file": name, "docs_file": f"shards/shard_{k:05d}.docs.npy",
+                        "sha256": sha256_file(out / name), "num_tokens": len(ids),
                         "num_docs": len(ends)})
     atomic_write_json(out / "manifest.json", {
         "stage": "data", "run": out.name, "dtype": dtype, "vocab_size": len(tokenizer), "doc_sep_id": sep,

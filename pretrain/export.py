@@ -27,8 +27,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def hf_config_from_state(state: dict):
-    from transformers import CONFIG_MAPPING
-    import pretrain.model  # noqa: F401  (registers our model types)
+    from transformers import CONFIG_MAPPING  # our model types are registered by pretrain.model's import
     return CONFIG_MAPPING[state["hf_config"]["model_type"]].from_dict(state["hf_config"])
 
 
@@ -71,6 +70,8 @@ def main(argv: list[str] | None = None) -> Path:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         raise SystemExit(0 if argv else 2)
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
     run = Path(argv[0])
     opts = dict(a.split("=", 1) for a in argv[1:] if "=" in a)
     unknown = set(opts) - {"checkpoint", "out"}

@@ -1,8 +1,7 @@
 """Peak FLOP/s for MFU: a table of known GPUs (dense bf16 tensor-core peak, no sparsity) and, on CPU,
-a matmul measured once and cached in ~/.cache/zhllm-kit/cpu_peak_v2.json (keyed by CPU model, thread
-count and dtype) so every run of a machine reports MFU against the same figure. The figure is the
-best of 10 matmuls; measured while other processes load the CPU it is low (MFU then reads high):
-delete the cache file to measure again on a quiet machine.
+a matmul measured once and cached in ~/.cache/zhllm-kit/cpu_peak_v3.json (keyed by CPU model, thread
+count and dtype) so every run of a machine reports MFU against the same figure: threads x the best
+of 10 one-thread matmuls. Delete the cache file to measure again.
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ GPU_PEAK_BF16 = [
     ("V100", 125e12), ("T4", 65e12),
 ]
 
-CACHE = Path(os.environ.get("ZHLLM_CACHE", Path.home() / ".cache" / "zhllm-kit")) / "cpu_peak_v2.json"
+CACHE = Path(os.environ.get("ZHLLM_CACHE", Path.home() / ".cache" / "zhllm-kit")) / "cpu_peak_v3.json"
 
 
 def _cpu_name() -> str:
@@ -36,16 +35,23 @@ def _cpu_name() -> str:
 
 
 def measure_cpu_peak(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
-    """Best-of-`reps` FLOP/s of an n x n matmul with the current torch thread count."""
+    """Threads x the best-of-`reps` FLOP/s of an n x n matmul on ONE thread. One thread's best run
+    is rarely disturbed by other processes, where a 2-thread matmul on a shared machine measured
+    anywhere from 58 to 226 GFLOP/s; cores scale near-linearly for large matmuls."""
+    threads = torch.get_num_threads()
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
+    torch.set_num_threads(1)
+    try:
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return threads * 2 * n ** 3 / best
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:

@@ -29,7 +29,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import contextlib
-import dataclasses
 import json
 import math
 import signal
@@ -44,7 +43,8 @@ import torch.nn.functional as F
 
 from core.config import ConfigError, parse_args, recipe_name, to_dict
 from core.log import StepLogger, plot_metrics, read_metrics
-from core.runs import Run, RunError, RunOptions, atomic_write_text, read_manifest
+from core.runs import (Run, RunError, RunOptions, atomic_write_text, read_manifest, sha256_file,
+                       tokenizer_hash)
 from pretrain import checkpoint as ckpt_lib
 from pretrain.data import BlockLoader
 from pretrain.mfu import peak_flops
@@ -270,6 +270,7 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
 # ---- main --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> Path:
     cfg, recipe = parse_args(PretrainConfig, argv, prog="pretrain.train")
+    threads = torch.get_num_threads()
     d = setup_distributed(cfg.train)
     try:
         return train(cfg, recipe_name(recipe, "pretrain"), d)
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"pretrain: error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(f"pretrain: error: {e}") from None
     finally:
+        torch.set_num_threads(threads)  # called in-process (tests, benchmark): leave the caller as it was
         if dist.is_initialized():
             dist.destroy_process_group()
 
@@ -295,6 +297,10 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
         raise Fail(f"tokenizer missing: {tok_dir}/tokenizer.json (the data folder must hold the tokenizer "
                    f"its shards were made with)")
     data_manifest = read_manifest(data_dir)
+    recorded = data_manifest.get("tokenizer_sha256")
+    if recorded and tokenizer_hash(tok_dir) != recorded:
+        raise Fail(f"tokenizer changed: {tok_dir} no longer matches the tokenizer_sha256 in "
+                   f"{data_dir}/manifest.json, so the shards' token ids would be misread")
 
     # Rank 0 picks (or creates) the run folder; everyone uses its answer.
     picked = [None]
@@ -339,7 +345,7 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
     model = build_model(hf_config, seed=cfg.train.seed, attn_implementation=cfg.model.attn_implementation)
     n_params, n_blocks = count_params(model), count_params(model, blocks_only=True)
     if cfg.train.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.to(d.device)
     if cfg.train.compile:
         for layer in model.model.layers:
@@ -352,11 +358,19 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
     optimizer = make_optimizer(model, cfg.optim, fused=d.world == 1 or on_gpu)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim, cfg.train.max_steps))
 
+    def hasher(paths):  # every shard is hashed once, by one rank; all ranks get all hashes
+        mine = {i: sha256_file(p) for i, p in enumerate(paths) if i % d.world == d.rank}
+        if d.world > 1:
+            parts = [None] * d.world
+            dist.all_gather_object(parts, mine)
+            mine = {k: v for part in parts for k, v in part.items()}
+        return [mine[i] for i in range(len(paths))]
+
     step, tokens_seen = 0, 0
     if state is None:
-        loader = BlockLoader.fresh(data_dir, seq, cfg.data.seed)
+        loader = BlockLoader.fresh(data_dir, seq, cfg.data.seed, hasher)
     else:
-        loader = BlockLoader.load(ckpt, seq, cfg.data.seed)
+        loader = BlockLoader.load(ckpt, seq, cfg.data.seed, hasher)
         ckpt_lib.load(ckpt, model, optimizer, d.rank)
         scheduler.load_state_dict(state["scheduler"])
         step, tokens_seen = state["step"], state["tokens_seen"]
@@ -370,9 +384,9 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
 
     if is_main:
         run.write_config(cfg)
-        if cfg.resume:  # rows past the checkpoint were logged by a process that died
-            _truncate_jsonl(run.path / "metrics.jsonl", step)
-            _truncate_jsonl(run.path / "data_trace.jsonl", step)
+        # Rows past the checkpoint (or any, for a fresh start) were logged by a process that died.
+        _truncate_jsonl(run.path / "metrics.jsonl", step)
+        _truncate_jsonl(run.path / "data_trace.jsonl", step)
         print(f"pretrain: recipe {recipe} | run {run.path} | data {data_dir} | "
               f"{'resume from ' + str(ckpt) if ckpt else 'new run'}")
         print(f"model {cfg.model.size}/{cfg.model.ffn}: {n_params / 1e6:.2f}M params | world {d.world} | "
@@ -405,9 +419,10 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
             chunk = batch[k * micro:(k + 1) * micro]
             if d.world > 1:
                 model.set_requires_gradient_sync(k == accum - 1)
+            inputs, targets = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
             with autocast:
-                logits = model(input_ids=chunk[:, :-1]).logits
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), chunk[:, 1:].reshape(-1),
+                logits = model(input_ids=inputs).logits
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
                                    reduction="sum")
             # FSDP averages gradients over ranks; this scale makes the result the global token mean.
             (loss * (d.world / global_tokens)).backward()

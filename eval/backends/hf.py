@@ -2,10 +2,11 @@
 and batched greedy generation. Runs on CPU or one GPU.
 
 Few-shot prompts of one subject share a long prefix (header + 5 solved dev questions, ~80% of the
-tokens). The prefix is run once, its KV cache is copied to the batch size, and only each question
-runs on top of it. The token sequence is exactly the no-reuse one: the full prompt is tokenised,
-and a question whose tokens do not start with the prefix's tokens (a BPE merge across the
-boundary) runs without the cache. `prefix_cache=False` gives the plain path (tested equal).
+tokens). The prefix is run once, and only the questions run on top of its KV cache: packed into
+one row with a block mask (SDPA models: no padding, no cache copies) or as a padded batch on a
+repeated cache (other attention kernels). The token sequence is exactly the no-reuse one: the
+full prompt is tokenised, and a question whose tokens do not start with the prefix's tokens (a BPE
+merge across the boundary) runs without the cache. `prefix_cache=False` gives the plain path (tested equal).
 """
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ def check_model_dir(model_dir: str | Path) -> None:
 def load_tokenizer(model_path):
     from transformers import AutoTokenizer
     check_model_dir(model_path)
-    tok = AutoTokenizer.from_pretrained(str(model_path))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_path))
+    except OSError as e:
+        raise RunError(f"cannot load the tokenizer of {model_path} (a hub id needs HF_HUB_OFFLINE=0 "
+                       f"and the network): {e}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -77,7 +82,7 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model_path, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
-                 prefix_cache: bool = True, model=None, tokenizer=None, **_ignored):
+                 prefix_cache: bool = True, packing: bool = True, model=None, tokenizer=None, **_ignored):
         from transformers import AutoModelForCausalLM
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -101,6 +106,10 @@ class HFBackend:
         import inspect
         params = inspect.signature((self._base or self.model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        # Packing several questions into one row needs a custom 4D boolean mask, which the SDPA
+        # attention of standard transformers models honours (flash-attention kernels do not).
+        attn = getattr(self.model.config, "_attn_implementation", None)
+        self.packing = packing and attn == "sdpa" and self._base is not None and self._head is not None
 
     # ---- logits -------------------------------------------------------------------------------------
     def _last_logits(self, ids: list[list[int]], cache=None) -> torch.Tensor:
@@ -128,6 +137,31 @@ class HFBackend:
             self._prefix = (prefix, ids, cache if cache is not None else out.past_key_values)
         return self._prefix[1], self._prefix[2]
 
+    def _batched_logits(self, rows: list[list[int]], cache) -> torch.Tensor:
+        """Questions as a right-padded batch on a copy of the prefix cache repeated per row."""
+        c = copy.deepcopy(cache)
+        c.batch_repeat_interleave(len(rows))
+        return self._last_logits(rows, c)
+
+    def _packed_logits(self, rows: list[list[int]], cache, n: int) -> torch.Tensor:
+        """Questions packed into ONE row after the prefix: no padding, no repeated cache. A 4D mask
+        lets each question see the prefix and its own earlier tokens only; its positions restart at
+        n, so every question computes exactly what it would alone after the prefix."""
+        total = sum(len(r) for r in rows)
+        ids = torch.tensor([[t for r in rows for t in r]], device=self.device)
+        pos = torch.tensor([[n + j for r in rows for j in range(len(r))]], device=self.device)
+        mask = torch.zeros(1, 1, total, n + total, dtype=torch.bool, device=self.device)
+        mask[..., :n] = True
+        ends, o = [], 0
+        for r in rows:
+            L = len(r)
+            mask[0, 0, o:o + L, n + o:n + o + L] = torch.ones(L, L, dtype=torch.bool, device=self.device).tril()
+            o += L
+            ends.append(o - 1)
+        hidden = self._base(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=True,
+                            **{self._cache_kw: copy.deepcopy(cache)}).last_hidden_state
+        return self._head(hidden[0, ends])[:, self.letter_ids].float()
+
     @torch.inference_mode()
     def score_subject(self, prefix: str, suffixes: list[str]) -> list[list[float]]:
         """Logits of A/B/C/D after prefix+suffix for each suffix (same order)."""
@@ -139,18 +173,24 @@ class HFBackend:
             n = len(p_ids)
             reuse = [i for i, f in enumerate(full) if f[:n] == p_ids and len(f) > n]
             plain = [i for i in plain if i not in set(reuse)]
-            # Questions alone are ~5x shorter than full prompts: put as many tokens through one
-            # forward as batch_size full prompts would (small matmuls are slow on CPU), longest first.
+            # One forward takes as many tokens as batch_size full prompts would (small matmuls are
+            # slow on CPU); questions alone are ~5x shorter, so ~5x more of them go in.
             reuse.sort(key=lambda i: -len(full[i]))
-            per = self.batch_size
-            if reuse:
-                longest_q = len(full[reuse[0]]) - n
-                per = min(64, max(self.batch_size, self.batch_size * (n + longest_q) // max(longest_q, 1)))
-            for s in range(0, len(reuse), per):
-                chunk = reuse[s:s + per]
-                c = copy.deepcopy(cache)
-                c.batch_repeat_interleave(len(chunk))
-                for i, row in zip(chunk, self._last_logits([full[i][n:] for i in chunk], c).tolist()):
+            budget = self.batch_size * (len(full[reuse[0]]) if reuse else 1)
+            chunks, cur, used = [], [], 0
+            for i in reuse:
+                q_len = len(full[i]) - n
+                if cur and used + q_len > budget:
+                    chunks.append(cur)
+                    cur, used = [], 0
+                cur.append(i)
+                used += q_len
+            if cur:
+                chunks.append(cur)
+            for chunk in chunks:
+                rows = [full[i][n:] for i in chunk]
+                logits = self._packed_logits(rows, cache, n) if self.packing else self._batched_logits(rows, cache)
+                for i, row in zip(chunk, logits.tolist()):
                     out[i] = row
         # Longest first so rows of one batch have similar lengths (less padding).
         plain.sort(key=lambda i: -len(full[i]))

@@ -44,17 +44,21 @@ def test_prefix_reuse_equals_no_reuse(tiny_model_dir):
     bench = load_benchmark("demo")
     proto = get_protocol("base-5shot-logits")
     be = HFBackend(tiny_model_dir, batch_size=3)
+    assert be.packing                       # SDPA model: questions packed into one row
     for subject in ("geography", "arithmetic"):
         qs = [q for q in bench.questions if q.subject == subject][:7]
         prompts = [build_prompt(proto, bench.spec, bench.subjects, q, bench.shots[subject]) for q in qs]
-        be.prefix_cache = True
-        reuse = be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
-        assert be._prefix is not None and be._prefix[0] == prompts[0].prefix   # the cached path ran
         be.prefix_cache = False
         plain = be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
-        for a, b in zip(reuse, plain):
-            assert a == pytest.approx(b, abs=1e-5)
-            assert max(range(4), key=a.__getitem__) == max(range(4), key=b.__getitem__)
+        be.prefix_cache = True
+        for packing in (True, False):        # packed row, then padded batch on a repeated cache
+            be.packing = packing
+            reuse = be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
+            assert be._prefix is not None and be._prefix[0] == prompts[0].prefix   # the cached path ran
+            for a, b in zip(reuse, plain):
+                assert a == pytest.approx(b, abs=1e-5)
+                assert max(range(4), key=a.__getitem__) == max(range(4), key=b.__getitem__)
+        be.packing = True
 
 
 class Crash(Exception):

@@ -1,7 +1,6 @@
 """Answer extraction (eval/extract.py) and Steel-LLM's forced-choice extraction (eval/steel.py)."""
 import pytest
 
-from eval.data import Question
 from eval.extract import extract_choice
 from eval.steel import extract_cmmlu, extract_qwen_ceval, user_message
 
