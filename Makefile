@@ -26,6 +26,8 @@ export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# OpenMP busy-waiting made 2-thread CPU steps up to 8x slower on a shared 2-core machine.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup test test-all demo data tokenizer pretrain export sft dpo grpo eval ablation \
         eval-crosscheck eval-opencompass leaderboard bench setup-llamafactory setup-opencompass \

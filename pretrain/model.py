@@ -90,7 +90,9 @@ class CausalSoftMoE(nn.Module):
     (10*tanh(l/10)) so exp() stays in fp32 range without a max subtraction, which would need the max
     over the whole sequence (a future-dependent quantity). Each of the E experts is a SwiGLU of
     width `moe_expert_intermediate_size` (default intermediate/E), applied to its p slots per
-    position: compute per token = p x the dense FFN.
+    position: compute per token = p x the dense FFN. Memory: the prefix sums are a [B, T, slots, H]
+    fp32 tensor per layer (0.7 GB for B=8, T=2048, 6 slots, H=1792), so use activation checkpointing
+    at Steel's size.
     """
 
     def __init__(self, config):

@@ -234,6 +234,14 @@ def shard_model(model, d: Dist, bf16: bool):
 class Trackers:
     """Optional W&B / TensorBoard (off by default; imported only when switched on)."""
 
+    @staticmethod
+    def check_installed(cfg: PretrainConfig) -> None:
+        """Before any work, on every rank: a missing package is a clear error, not a hang later."""
+        import importlib.util
+        for on, module in ((cfg.logging.wandb, "wandb"), (cfg.logging.tensorboard, "tensorboard")):
+            if on and importlib.util.find_spec(module) is None:
+                raise Fail(f"{module} is not installed (logging.{module}=true): .venv/bin/pip install -e '.[tracking]'")
+
     def __init__(self, cfg: PretrainConfig, run_path: Path, enabled: bool):
         self.wandb = self.tb = None
         if not enabled:
@@ -289,6 +297,7 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     is_main = d.rank == 0
+    Trackers.check_installed(cfg)
     data_dir = Path(cfg.data.path)
     if not (data_dir / "manifest.json").is_file():
         raise Fail(f"data folder not found or unfinished: {data_dir} (no manifest.json); run `make data` first")

@@ -15,6 +15,8 @@ SHARED_DATA = Path(os.environ.get("ZHLLM_SHARED_DATA", REPO_ROOT.parent / "share
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# OpenMP busy-waiting made 2-thread steps up to 8x slower on a shared 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def shared_path(*parts: str) -> Path:

@@ -177,6 +177,8 @@ class HFBackend:
             # slow on CPU); questions alone are ~5x shorter, so ~5x more of them go in.
             reuse.sort(key=lambda i: -len(full[i]))
             budget = self.batch_size * (len(full[reuse[0]]) if reuse else 1)
+            if self.packing:   # a packed row's attention grows with its length squared: cap it
+                budget = min(budget, max(1024, n))
             chunks, cur, used = [], [], 0
             for i in reuse:
                 q_len = len(full[i]) - n

@@ -203,6 +203,10 @@ def test_missing_tokenizer_and_bad_batch_are_clear_errors(data_dir, tmp_path):
         main(_args(retok, tmp_path, "z1"))
     with pytest.raises(SystemExit, match="not a multiple of data.seq_len_tokens"):
         main(_args(data_dir, tmp_path, "z2", "train.batch_size_tokens=100"))
+    import importlib.util
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(SystemExit, match=r"tensorboard is not installed \(logging.tensorboard=true\)"):
+            main(_args(data_dir, tmp_path, "z3", "logging.tensorboard=true"))
     with pytest.raises(SystemExit, match="resume=auto needs run.name"):
         main([*ARGS, f"data.path={data_dir}", f"run.root={tmp_path}", "resume=auto"])
 
@@ -239,3 +243,16 @@ def test_every_recipe_parses_and_names_a_known_size(recipe):
 def test_activation_checkpointing_gives_the_same_losses(reference, data_dir, tmp_path):
     run = main(_args(data_dir, tmp_path, "ac", "train.activation_checkpointing=true", "export=false"))
     assert [l for _, l in _losses(run)] == pytest.approx([l for _, l in _losses(reference)], rel=1e-6)
+
+
+def test_resume_from_an_explicit_checkpoint_and_keep_last(reference, data_dir, tmp_path):
+    run = tmp_path / "pretrain" / "explicit"
+    shutil.copytree(reference, run)
+    (run / "manifest.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "step_000006")
+    main(_args(data_dir, tmp_path, "ignored-name", f"resume={run / 'checkpoints' / 'step_000003'}",
+               "train.keep_last_checkpoints=1"))
+    assert _losses(run) == _losses(reference)
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000006"]
+    with pytest.raises(SystemExit, match="is a finished run"):
+        main(_args(data_dir, tmp_path, "explicit", "resume=auto"))
