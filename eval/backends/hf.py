@@ -177,8 +177,8 @@ class HFBackend:
             # slow on CPU); questions alone are ~5x shorter, so ~5x more of them go in.
             reuse.sort(key=lambda i: -len(full[i]))
             budget = self.batch_size * (len(full[reuse[0]]) if reuse else 1)
-            if self.packing:   # a packed row's attention grows with its length squared: cap it
-                budget = min(budget, max(1024, n))
+            if self.packing:   # the packed row's mask/attention is T x (n + T): keep it <= ~4M cells
+                budget = min(budget, max(256, int((-n + (n * n + 16_000_000) ** 0.5) / 2)))
             chunks, cur, used = [], [], 0
             for i in reuse:
                 q_len = len(full[i]) - n
