@@ -55,7 +55,8 @@ def run_ours(data: Path, tmp: Path, a, rep: int) -> dict:
     args = [f"data.path={data}", f"data.seq_len_tokens={a.seq}", f"train.batch_size_tokens={a.seq * a.batch}",
             f"train.micro_batch_size={a.batch}", f"train.max_steps={a.steps}", "train.log_every_steps=1",
             f"train.save_every_steps={a.steps * 10}", f"train.precision={a.precision}", "export=false",
-            "optim.warmup_steps=2", f"run.root={tmp}", f"run.name=ours{rep}", f"model.size={a.size}"]
+            "optim.warmup_steps=2", f"run.root={tmp}", f"run.name=ours{rep}", f"model.size={a.size}",
+            f"model.vocab_multiple={a.vocab_multiple}"]
     run = main(args)
     rows = read_metrics(run / "metrics.jsonl")[a.warmup:]
     step_s = statistics.median(a.seq * a.batch / r["tok_per_s"] for r in rows)
@@ -89,7 +90,7 @@ def run_trainer(data: Path, tmp: Path, a, rep: int) -> dict:
 
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(data / "tokenizer")
-    model = build_model(_hf_config(ModelSection(size=a.size), tok), seed=0)
+    model = build_model(_hf_config(ModelSection(size=a.size, vocab_multiple=a.vocab_multiple), tok), seed=0)
     # Labels are already shifted: disable the model's own shift by computing the loss ourselves.
     def loss_fn(outputs, labels, num_items_in_batch=None):
         logits = outputs.logits.float()
@@ -117,11 +118,15 @@ def _hf_config(model_section, tok):
     return model_config(model_section, vocab, tok.pad_token_id, tok.eos_token_id)
 
 
-# name -> (model size, seq len, batch sequences, steps): the demo recipe's shape and a 4M model.
-CONFIGS = {"demo_debug": ("debug", 128, 16, 30), "hidden256": ("bench", 256, 8, 10),
+# name -> (model size, seq len, batch sequences, steps, vocab multiple): the demo recipe's shape, a
+# 4M-parameter model with the demo tokenizer's ~4k vocabulary, and the same model with a 32k
+# vocabulary (the model's embedding padded to 32000 rows: the compute of a real 32k tokenizer; the
+# registry's 0.1B-1B sizes use 32k-152k vocabularies, where the lm_head + loss is a large share).
+CONFIGS = {"demo_debug": ("debug", 128, 16, 30, 64), "hidden256": ("bench", 256, 8, 10, 64),
+           "hidden256_v32k": ("bench", 256, 8, 10, 32000),
            # GPU only (not in the default list): the MFU of the ~0.5B size for benchmarks/RESULTS.md.
-           "base_0p5b_gpu": ("base_0p5b", 2048, 8, 30)}
-DEFAULT_CONFIGS = "demo_debug,hidden256"
+           "base_0p5b_gpu": ("base_0p5b", 2048, 8, 30, 64)}
+DEFAULT_CONFIGS = "demo_debug,hidden256,hidden256_v32k"
 
 
 def main() -> None:
@@ -144,7 +149,7 @@ def main() -> None:
         tmp = Path(tmp)
         data = build_data(tmp, a.vocab)
         for name in a.configs.split(","):
-            a.size, a.seq, a.batch, a.steps = CONFIGS[name]
+            a.size, a.seq, a.batch, a.steps, a.vocab_multiple = CONFIGS[name]
             ours, theirs = [], []
             for rep in range(a.reps):
                 ours.append(run_ours(data, tmp, a, f"{name}{rep}"))
@@ -157,7 +162,8 @@ def main() -> None:
             size = model_lib.SIZES[a.size]
             results[name] = {
                 "model": {"size": a.size, "hidden": size.hidden, "layers": size.layers, "heads": size.heads,
-                          "intermediate": size.intermediate, "vocab": a.vocab},
+                          "intermediate": size.intermediate, "tokenizer_vocab": a.vocab,
+                          "vocab": -(-a.vocab // a.vocab_multiple) * a.vocab_multiple},
                 "seq_len_tokens": a.seq, "batch_sequences": a.batch, "steps": a.steps,
                 "timed_steps": a.steps - a.warmup,
                 "ours": {"tok_per_s": best_ours["tok_per_s"], "mfu": best_ours["mfu"], "all": ours},

@@ -244,6 +244,61 @@ def flops_per_token(hf_config, n_block_params: int, seq_len: int) -> float:
     return 6.0 * matmul + 12.0 * hf_config.num_hidden_layers * hf_config.hidden_size * seq_len
 
 
+class _LinearCrossEntropy(torch.autograd.Function):
+    """sum_i CE(h_i @ W^T, t_i) without the full [N, V] logits: rows are taken `chunk_rows` at a
+    time; each chunk's logits are made in the compute dtype (bf16 under autocast, like the lm_head
+    there), upcast to fp32 for log-softmax (like transformers' loss), and turned at once into the
+    gradients of h and W (softmax - onehot), so backward only scales the stored gradients. The
+    per-chunk fp32 logits stay in cache; the standard path writes and re-reads fp32 [N, V] logits,
+    their log-softmax and its gradient, which dominate a small model's step on CPU."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_rows, compute_dtype, ignore_index):
+        w = weight.to(compute_dtype)
+        h = hidden.to(compute_dtype)
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for s in range(0, h.shape[0], chunk_rows):
+            x, t = h[s:s + chunk_rows], targets[s:s + chunk_rows]
+            keep = t != ignore_index
+            t = torch.where(keep, t, 0)
+            g = torch.log_softmax((x @ w.t()).float(), dim=-1)
+            loss -= (g.gather(1, t[:, None]).squeeze(1) * keep).sum()
+            g = g.exp_()                                      # d(sum CE)/d logits = softmax - onehot
+            g[torch.arange(len(t), device=t.device), t] -= 1.0
+            g = g.mul_(keep[:, None]).to(compute_dtype)
+            torch.mm(g, w, out=grad_h[s:s + chunk_rows])
+            if compute_dtype == torch.float32:
+                grad_w.addmm_(g.t(), x)
+            else:
+                grad_w += g.t() @ x                           # bf16 product, fp32 sum over chunks
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return (grad_h * grad_loss).to(ctx.dtypes[0]), (grad_w * grad_loss).to(ctx.dtypes[1]), None, None, None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         chunk_elements: int = 1 << 21, ignore_index: int = -100) -> torch.Tensor:
+    """Summed cross-entropy of the logits `hidden @ weight.T` ([..., H] x [V, H]) against `targets`,
+    computed in row chunks of ~`chunk_elements` logits (8 MB of fp32) and never materialising the
+    full logits; equals `F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")`
+    up to float rounding (tests/unit/test_pretrain_model.py). Training only: the gradients are made
+    in the forward pass. Under autocast the matmuls run in the autocast dtype."""
+    dev = hidden.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+    if weight.dtype != torch.float32:
+        dtype = weight.dtype  # FSDP mixed precision hands out bf16 parameters
+    rows = max(1, chunk_elements // weight.shape[0])
+    return _LinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1),
+                                     rows, dtype, ignore_index)
+
+
 @torch.no_grad()
 def causality_leak(model: nn.Module, vocab_size: int, seq_len: int = 24, cut: int = 11, seed: int = 0) -> float:
     """Max |logit change| at positions <= `cut` when every token after `cut` is replaced.

@@ -39,7 +39,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from core.config import ConfigError, parse_args, recipe_name, to_dict
 from core.log import StepLogger, plot_metrics, read_metrics
@@ -48,7 +47,7 @@ from core.runs import (Run, RunError, RunOptions, atomic_write_text, read_manife
 from pretrain import checkpoint as ckpt_lib
 from pretrain.data import BlockLoader
 from pretrain.mfu import peak_flops
-from pretrain.model import build_model, count_params, flops_per_token, model_config
+from pretrain.model import build_model, count_params, flops_per_token, linear_cross_entropy, model_config
 
 
 @dataclass
@@ -417,6 +416,12 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
             ckpt_lib.save(run.path / "checkpoints", step, model, optimizer, trainer_state(), loader,
                           d.rank, cfg.train.keep_last_checkpoints)
 
+    # The loss is taken from the final norm's output by a chunked lm_head + cross-entropy
+    # (pretrain.model.linear_cross_entropy): the same value as cross-entropy of fp32-upcast full
+    # logits, without materialising them (the biggest cost of a small model's step on CPU). A hook
+    # catches the hidden states inside the model's forward, so FSDP's root unshard hooks still run.
+    final_hidden = {}
+    model.model.norm.register_forward_hook(lambda _mod, _args, out: final_hidden.__setitem__("h", out))
     model.train()
     kill_at = os.environ.get("ZHLLM_FAULT_KILL_AT_STEP")
     t_log, steps_since_log = time.perf_counter(), 0
@@ -430,9 +435,8 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
                 model.set_requires_gradient_sync(k == accum - 1)
             inputs, targets = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
             with autocast:
-                logits = model(input_ids=inputs).logits
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                   reduction="sum")
+                model(input_ids=inputs, logits_to_keep=1)  # fills final_hidden; no full logits
+                loss = linear_cross_entropy(final_hidden.pop("h"), model.lm_head.weight, targets)
             # FSDP averages gradients over ranks; this scale makes the result the global token mean.
             (loss * (d.world / global_tokens)).backward()
             loss_sum += loss.detach()
