@@ -64,6 +64,8 @@ def device_flags(precision: str) -> dict:
 def load_policy(model_dir: Path, bf16: bool):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import pretrain.model  # noqa: F401  registers our zhllm_* FFN variants with the Auto classes
     tok = AutoTokenizer.from_pretrained(model_dir)
     if tok.pad_token is None:
         raise SystemExit(f"{model_dir}: the tokenizer has no pad token (expected <|endoftext|>)")

@@ -245,6 +245,8 @@ def train_trl(cfg: SFTConfig, run: Run, model_dir: Path, tokenizer, rows: list[d
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback, ProgressCallback
+
+    import pretrain.model  # noqa: F401  registers our zhllm_* FFN variants with the Auto classes
     from trl import SFTConfig as TRLConfig, SFTTrainer
     flags = device_flags(cfg.train.precision)
     torch.manual_seed(cfg.train.seed)

@@ -84,6 +84,8 @@ class HFBackend:
     def __init__(self, model_path, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
                  prefix_cache: bool = True, packing: bool = True, model=None, tokenizer=None, **_ignored):
         from transformers import AutoModelForCausalLM
+
+        import pretrain.model  # noqa: F401  registers our zhllm_* FFN variants with the Auto classes
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = tokenizer or load_tokenizer(model_path)
