@@ -82,7 +82,9 @@ def describe_model(model: str) -> tuple[Path, dict]:
         raise RunError("no model given: make eval MODEL=<run folder | HF model folder | hub id>")
     path, manifest = resolve_model_dir(model)
     run_dir = Path(model) if manifest is not None else None
-    rec = {"name": run_dir.name if run_dir else model_slug(model), "path": str(path),
+    # A run's name alone repeats across stages of one lineage (runs/sft/x, runs/dpo/x): name it stage/run.
+    name = f"{manifest.get('stage', run_dir.parent.name)}/{run_dir.name}" if run_dir else model_slug(model)
+    rec = {"name": name, "path": str(path),
            "run": str(run_dir) if run_dir else None,
            "manifest_sha256": sha256_file(run_dir / "manifest.json") if run_dir else None,
            "params": count_params(path) if path.is_dir() else None}

@@ -245,34 +245,42 @@ def flops_per_token(hf_config, n_block_params: int, seq_len: int) -> float:
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """sum_i CE(h_i @ W^T, t_i) without the full [N, V] logits: rows are taken `chunk_rows` at a
-    time; each chunk's logits are made in the compute dtype (bf16 under autocast, like the lm_head
-    there), upcast to fp32 for log-softmax (like transformers' loss), and turned at once into the
-    gradients of h and W (softmax - onehot), so backward only scales the stored gradients. The
-    per-chunk fp32 logits stay in cache; the standard path writes and re-reads fp32 [N, V] logits,
-    their log-softmax and its gradient, which dominate a small model's step on CPU."""
+    """sum_i CE(h_i @ W^T, t_i) without fp32 [N, V] logits. Rows go `chunk_rows` at a time through
+    logits in the compute dtype (bf16 under autocast, like the lm_head there), an fp32 log-softmax
+    (like transformers' loss, which upcasts) and its gradient softmax - onehot, all on a chunk that
+    stays in cache; the gradient is stored in the compute dtype in a buffer of `group_rows` rows
+    whose two gradient matmuls (for h and W) run once per group, so the gradients are made in the
+    forward pass and backward only scales them. The standard path writes and re-reads fp32 [N, V]
+    logits, their log-softmax and its gradient: the largest cost of a small model's step on CPU."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_rows, compute_dtype, ignore_index):
+    def forward(ctx, hidden, weight, targets, chunk_rows, group_rows, compute_dtype, ignore_index):
         w = weight.to(compute_dtype)
         h = hidden.to(compute_dtype)
+        n, v = h.shape[0], w.shape[0]
         grad_h = torch.empty_like(h)
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_w = None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for s in range(0, h.shape[0], chunk_rows):
-            x, t = h[s:s + chunk_rows], targets[s:s + chunk_rows]
-            keep = t != ignore_index
-            t = torch.where(keep, t, 0)
-            g = torch.log_softmax((x @ w.t()).float(), dim=-1)
-            loss -= (g.gather(1, t[:, None]).squeeze(1) * keep).sum()
-            g = g.exp_()                                      # d(sum CE)/d logits = softmax - onehot
-            g[torch.arange(len(t), device=t.device), t] -= 1.0
-            g = g.mul_(keep[:, None]).to(compute_dtype)
-            torch.mm(g, w, out=grad_h[s:s + chunk_rows])
-            if compute_dtype == torch.float32:
-                grad_w.addmm_(g.t(), x)
-            else:
-                grad_w += g.t() @ x                           # bf16 product, fp32 sum over chunks
+        for gs in range(0, n, group_rows):
+            ge = min(gs + group_rows, n)
+            gbuf = torch.empty((ge - gs, v), dtype=compute_dtype, device=h.device)
+            for s in range(gs, ge, chunk_rows):
+                e = min(s + chunk_rows, ge)
+                t = targets[s:e]
+                if ignore_index is not None:
+                    keep = t != ignore_index
+                    t = torch.where(keep, t, 0)
+                g = torch.log_softmax((h[s:e] @ w.t()).float(), dim=-1)
+                nll = g.gather(1, t[:, None]).squeeze(1)
+                g = g.exp_()                                  # d(sum CE)/d logits = softmax - onehot
+                g[torch.arange(e - s, device=t.device), t] -= 1.0
+                if ignore_index is not None:
+                    nll, g = nll * keep, g.mul_(keep[:, None])
+                loss -= nll.sum()
+                gbuf[s - gs:e - gs].copy_(g)
+            torch.mm(gbuf, w, out=grad_h[gs:ge])
+            part = gbuf.t() @ h[gs:ge]                        # bf16 product, fp32 sum over groups
+            grad_w = part.float() if grad_w is None else grad_w.add_(part)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (hidden.dtype, weight.dtype)
         return loss
@@ -280,23 +288,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
-        return (grad_h * grad_loss).to(ctx.dtypes[0]), (grad_w * grad_loss).to(ctx.dtypes[1]), None, None, None, None
+        return ((grad_h * grad_loss).to(ctx.dtypes[0]), (grad_w * grad_loss).to(ctx.dtypes[1]),
+                None, None, None, None, None)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk_elements: int = 1 << 21, ignore_index: int = -100) -> torch.Tensor:
-    """Summed cross-entropy of the logits `hidden @ weight.T` ([..., H] x [V, H]) against `targets`,
-    computed in row chunks of ~`chunk_elements` logits (8 MB of fp32) and never materialising the
-    full logits; equals `F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")`
-    up to float rounding (tests/unit/test_pretrain_model.py). Training only: the gradients are made
-    in the forward pass. Under autocast the matmuls run in the autocast dtype."""
+                         ignore_index: int | None = None, chunk_elements: int = 1 << 21,
+                         group_elements: int = 1 << 27) -> torch.Tensor:
+    """Summed cross-entropy of the logits `hidden @ weight.T` ([..., H] x [V, H]) against `targets`
+    (positions equal to `ignore_index` left out), without fp32 logits of the whole batch; equals
+    `F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")` up to float
+    rounding (tests/unit/test_pretrain_model.py). Under autocast the matmuls run in its dtype.
+    Softmax chunks hold ~`chunk_elements` logits but at least 256 rows (matmul efficiency; the
+    best of 0.5-32M measured on 2 CPU cores), gradient groups ~`group_elements` (256 MB in bf16).
+    Training only: the gradients are computed in the forward pass."""
     dev = hidden.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
     if weight.dtype != torch.float32:
         dtype = weight.dtype  # FSDP mixed precision hands out bf16 parameters
-    rows = max(1, chunk_elements // weight.shape[0])
+    v = weight.shape[0]
+    chunk = max(256, chunk_elements // v)
+    group = max(chunk, group_elements // v // chunk * chunk)
     return _LinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1),
-                                     rows, dtype, ignore_index)
+                                     chunk, group, dtype, ignore_index)
 
 
 @torch.no_grad()
