@@ -1,7 +1,9 @@
 """Eval throughput: our `hf` backend (shared-prefix KV reuse, last-position-only LM head) vs
 lm-evaluation-harness's HF backend, on the same model and the same 5-shot CMMLU questions from
-../shared/data (a fixed subset: the first questions of the first subjects), in one process, plus
-the share of identical predictions.
+../shared/data (a fixed subset: the first questions of the first subjects; at ~0.1B, 128 per
+subject, since prefix reuse pays per subject as in a whole-subject run), in one process, plus the
+share of identical predictions. Each side at its best batch size on this CPU: lm-eval 8 (4 ties,
+16 and 32 were 7-17% slower), ours 16 (64 questions per forward pass).
 
 Two sizes, random init (speed and agreement do not need trained weights): the debug size and a
 ~0.1B Qwen2, where compute rather than overhead dominates. The tokenizer is the demo tokenizer
@@ -45,7 +47,7 @@ def build_model(tok, shape: dict, seed: int = 0):
     return Qwen2ForCausalLM(cfg).eval()
 
 
-def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size) -> dict:
+def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size, lm_batch_size) -> dict:
     import torch
     from lm_eval.models.huggingface import HFLM
 
@@ -57,9 +59,9 @@ def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size
     model = build_model(tok, shape)
     params = sum(p.numel() for p in model.parameters())
     bench = load_benchmark(bench_spec, data_dir, subjects=subjects)
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu")
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=lm_batch_size, device="cpu")
     backend = HFBackend(None, model=model, tokenizer=tok, batch_size=batch_size)
-    rows, theirs, t_ours, t_lm = {}, {}, 0.0, 0.0
+    rows, theirs, t_ours, t_lm, paired = {}, {}, 0.0, 0.0, {}
     qs = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -73,24 +75,30 @@ def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size
             tasks = write_tasks(bench, sq, tmp / f"tasks{k}", 5)
             cfg = EvalConfig(bench=bench_spec, model=str(tmp / "model"), data_dir=str(data_dir), subjects=[subject],
                              limit=limit, batch_size=batch_size, out_dir=str(tmp / "out"), bootstrap_samples=10)
+            before = (t_ours, t_lm)
             for side in ((0, 1) if k % 2 == 0 else (1, 0)):
                 t0 = time.perf_counter()
                 if side == 0:
                     ours = evaluate(cfg, backend=backend, quiet=True)
                     t_ours += time.perf_counter() - t0
                 else:
-                    theirs.update(lmeval_predictions(lm, tasks, tmp / f"tasks{k}", 5, "cpu", batch_size, False))
+                    theirs.update(lmeval_predictions(lm, tasks, tmp / f"tasks{k}", 5, "cpu", lm_batch_size, False))
                     t_lm += time.perf_counter() - t0
+            d_ours, d_lm = t_ours - before[0], t_lm - before[1]   # this subject, run back to back
+            paired[subject] = {"ours_s": round(d_ours, 2), "lmeval_s": round(d_lm, 2), "speedup": round(d_lm / d_ours, 2)}
             for line in (tmp / "out" / ours["predictions"]).read_text().splitlines():
                 r = json.loads(line)
                 rows[r["id"]] = r
     n = len(qs)
     same = sum(rows[q.id]["pred"] == theirs[q.id] for q in qs) / n
-    res = {"size": name, "params": params, "n_questions": n, "batch_size": batch_size, "threads": torch.get_num_threads(),
+    res = {"size": name, "params": params, "n_subjects": len(subjects), "questions_per_subject": limit, "n_questions": n,
+           "batch_size_ours": batch_size, "batch_size_lmeval": lm_batch_size, "threads": torch.get_num_threads(),
            "ours_s": round(t_ours, 2), "lmeval_s": round(t_lm, 2),
            "ours_q_per_s": round(n / t_ours, 3), "lmeval_q_per_s": round(n / t_lm, 3),
-           "speedup": round(t_lm / t_ours, 2), "same_prediction": same,
-           "acc_ours": sum(rows[q.id]["correct"] for q in qs) / n, "acc_lmeval": sum(theirs[q.id] == q.answer for q in qs) / n}
+           "speedup": round(t_lm / t_ours, 2), "per_subject": paired, "same_prediction": same,
+           "acc_ours": sum(rows[q.id]["correct"] for q in qs) / n, "acc_lmeval": sum(theirs[q.id] == q.answer for q in qs) / n,
+           # random-init weights favour some letters: agreement means more when predictions vary
+           "pred_counts_ours": {c: sum(rows[q.id]["pred"] == c for q in qs) for c in "ABCD"}}
     print(f"{name:>6} ({params / 1e6:.1f}M params, {n} questions): ours {res['ours_q_per_s']:.2f} q/s | "
           f"lm-eval {res['lmeval_q_per_s']:.2f} q/s | speedup {res['speedup']:.2f}x | same prediction "
           f"{100 * same:.1f}%", flush=True)
@@ -114,18 +122,24 @@ def main(argv=None) -> dict:
     spec = load_spec("cmmlu")
     full = load_benchmark(spec, data_dir)
     subjects = sorted(full.shots)[: (2 if args.quick else 3)]
-    plan = {"debug": 12 if args.quick else 30, "0.1B": 4 if args.quick else 24}   # questions per subject
+    # (subjects, questions per subject): at ~0.1B most of the run's time is lm-eval's (~2 q/s)
+    plan = {"debug": (2, 12) if args.quick else (3, 30), "0.1B": (2, 8) if args.quick else (2, 128)}
     texts = [d for docs in pretrain_corpus().values() for d in docs]
     texts += [q.question + "".join(q.choices) for q in full.questions if q.subject in subjects]
     texts += [q.question + "".join(q.choices) for s in subjects for q in full.shots[s]]
     tok = build_tokenizer(texts, vocab_size=8000, min_frequency=2)
-    results = [run_size(name, SIZES[name], tok, spec, data_dir, subjects, plan[name], 8) for name in ("debug", "0.1B")]
+    load_start = os.getloadavg()[0]   # other jobs on this shared machine slow both sides alike
+    results = [run_size(name, SIZES[name], tok, spec, data_dir, subjects[:plan[name][0]], plan[name][1], 16, 8)
+               for name in ("debug", "0.1B")]
     doc = {"benchmark": "eval_bench", "date": now_iso(), "env": env_info(), "data": "cmmlu test (shared copy)",
            "subjects": subjects, "protocol": "base-5shot-logits", "dtype": "float32", "tokenizer_vocab": len(tok),
            "target": {"speedup_at_0.1B": 5.0, "same_prediction": 0.99},
            "results": results,
+           "loadavg_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
            "note": "one run, subjects interleaved (alternating which side runs first) on a shared 2-core CPU "
-                   "with other jobs running; random-init weights; times include each side's per-call overhead"}
+                   "with other jobs running; random-init weights; times include each side's per-call overhead; "
+                   "random-init weights predict one letter for nearly every question (pred_counts_ours), so "
+                   "same_prediction checks little here: exactness is tested against the no-reuse path"}
     atomic_write_json(args.out, doc)
     print(f"wrote {args.out}")
     return doc

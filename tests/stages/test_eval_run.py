@@ -4,9 +4,10 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from core.runs import RunError
-from eval.backends.hf import HFBackend
+from eval.backends.hf import ATTN_PAIR_COST, HFBackend, pack_rows
 from eval.data import load_benchmark
 from eval.protocols import build_prompt, get_protocol
 from eval.run import EvalConfig, evaluate, main
@@ -51,14 +52,46 @@ def test_prefix_reuse_equals_no_reuse(tiny_model_dir):
         be.prefix_cache = False
         plain = be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
         be.prefix_cache = True
-        for packing in (True, False):        # packed row, then padded batch on a repeated cache
-            be.packing = packing
+        # packed rows (rows chosen per batch; one long row; rows of the longest question), then a padded
+        # batch on the broadcast prefix cache
+        for packing, row_tokens in ((True, 0), (True, 10_000), (True, 1), (False, 0)):
+            be.packing, be.pack_row_tokens = packing, row_tokens
             reuse = be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
             assert be._prefix is not None and be._prefix[0] == prompts[0].prefix   # the cached path ran
             for a, b in zip(reuse, plain):
                 assert a == pytest.approx(b, abs=1e-5)
                 assert max(range(4), key=a.__getitem__) == max(range(4), key=b.__getitem__)
-        be.packing = True
+        be.packing, be.pack_row_tokens = True, 0
+    # the shared prefix cache is broadcast, not copied, and scoring leaves it as it was
+    _, cache = be._prefix_state(prompts[0].prefix)
+    before = [l.keys.clone() for l in cache.layers]
+    wide = be._cache_for(cache, 5)
+    assert wide.layers[0].keys.shape[0] == 5 and wide.layers[0].keys.stride(0) == 0
+    be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
+    assert all(torch.equal(a, l.keys) and l.keys.shape[0] == 1 for a, l in zip(before, cache.layers))
+
+
+def test_pack_rows():
+    lengths = [30, 5, 12, 40, 7, 33, 9, 21]
+    for row_tokens in (0, 1, 40, 64, 10_000):
+        rows = pack_rows(lengths, n_prefix=200, row_tokens=row_tokens)
+        assert sorted(i for r in rows for i in r) == list(range(len(lengths)))    # each question once
+        cap = max(row_tokens, max(lengths)) if row_tokens else 1024
+        assert all(sum(lengths[i] for i in r) <= cap for r in rows)
+    # rows no longer than the longest question, first fit, longest first
+    assert pack_rows(lengths, 200, 1) == [[3], [5, 4], [0, 6], [7, 2, 1]]
+    assert len(pack_rows(lengths, 200, 10_000)) == 1                       # everything in one row
+    assert len(pack_rows(lengths, 200, 64)) == 3                           # first fit, longest first: 157 tokens
+    # row_tokens=0 picks the row length of least estimated cost (padding against attention)
+    lengths = [(i * 37) % 71 + 20 for i in range(40)]
+
+    def cost(rows, n):
+        width = max(sum(lengths[i] for i in r) for r in rows)
+        return len(rows) * width * (1 + ATTN_PAIR_COST * (n + width))
+    for n in (0, 250, 5000):
+        best = cost(pack_rows(lengths, n), n)
+        assert all(best <= cost(pack_rows(lengths, n, cap), n) for cap in (90, 100, 128, 200, 256, 512, 1024))
+        assert best < cost(pack_rows(lengths, n, 1), n) and best < cost(pack_rows(lengths, n, 10_000), n)
 
 
 class Crash(Exception):
