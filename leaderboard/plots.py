@@ -35,7 +35,7 @@ def _save(fig, out_dir: Path, name: str, title: str, plt) -> dict:
 
 def _scaling(plt, ours, published, x_key: str, x_label: str, title: str):
     from matplotlib.ticker import FuncFormatter
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)  # one x range for both benchmarks
     for ax, bench in zip(axes, HEADLINE):
         pts = [(r[x_key], r["scores"][bench]["acc"], r["model"]) for r in published
                if r[x_key] and bench in r["scores"]]
