@@ -68,14 +68,23 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_run_dir(tmp_path_factory, tiny_model_dir) -> Path:
-    """A finished fake pretrain run folder whose model/ is the tiny model (a parent for SFT/DPO/eval)."""
+def _fake_run(tmp_path_factory, model_dir: Path, stage: str, name: str) -> Path:
     import shutil
     from core.runs import Run, RunOptions
-    root = tmp_path_factory.mktemp("runs")
-    run = Run.create("pretrain", "tiny", RunOptions(root=str(root), name="tiny-fixture"))
-    shutil.copytree(tiny_model_dir, run.path / "model")
+    run = Run.create(stage, "tiny", RunOptions(root=str(tmp_path_factory.mktemp("runs")), name=name))
+    shutil.copytree(model_dir, run.path / "model")
     (run.path / "config.yaml").write_text("model: {size: tiny}\n")
     run.finish(steps=0, tokens_seen=0)
     return run.path
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished fake pretrain run folder whose model/ is the tiny model (a parent for SFT/DPO/eval)."""
+    return _fake_run(tmp_path_factory, tiny_model_dir, "pretrain", "tiny-fixture")
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished fake SFT run folder whose model/ is the tiny model (the parent of DPO/GRPO)."""
+    return _fake_run(tmp_path_factory, tiny_model_dir, "sft", "tiny-sft")

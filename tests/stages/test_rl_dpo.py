@@ -12,16 +12,7 @@ import pytest
 import yaml
 
 from core.log import read_metrics
-from core.runs import Run, RunOptions, require_finished
-
-
-@pytest.fixture(scope="module")
-def sft_run(tmp_path_factory, tiny_model_dir) -> Path:
-    """A finished fake SFT run whose model/ is the tiny model: the parent (and reference) of DPO."""
-    run = Run.create("sft", "tiny", RunOptions(root=str(tmp_path_factory.mktemp("runs")), name="tiny-sft"))
-    shutil.copytree(tiny_model_dir, run.path / "model")
-    run.finish(steps=0, tokens_seen=0)
-    return run.path
+from core.runs import require_finished
 
 
 def tensors(model_dir: Path) -> dict:
@@ -29,13 +20,13 @@ def tensors(model_dir: Path) -> dict:
     return load_file(str(model_dir / "model.safetensors"))
 
 
-def test_dpo_trl_few_steps(tmp_path, sft_run):
+def test_dpo_trl_few_steps(tmp_path, tiny_sft_run):
     from rl.dpo import main
-    out = main(["rl/recipes/demo_dpo.yaml", f"init_from={sft_run}", f"run.root={tmp_path}", "run.name=t",
+    out = main(["rl/recipes/demo_dpo.yaml", f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "run.name=t",
                 "data.max_rows=16", "train.max_steps=3", "train.batch_size=4", "train.log_every_steps=1",
                 "optim.lr=1e-3", "optim.warmup_steps=0"])
     manifest = require_finished(out, stage="dpo")
-    assert manifest["parent"] == str(sft_run) and manifest["steps"] == 3
+    assert manifest["parent"] == str(tiny_sft_run) and manifest["steps"] == 3
     assert manifest["data_recipe"]["name"] == "demo" and len(manifest["data_recipe"]["hash"]) == 64
     assert manifest["tokens_seen"] > 0 and manifest["tokenizer_sha256"]
     rows = read_metrics(out / "metrics.jsonl")
@@ -44,7 +35,7 @@ def test_dpo_trl_few_steps(tmp_path, sft_run):
         assert math.isfinite(r["loss"]) and math.isfinite(r["reward_margin"])
         assert {"reward_acc", "logp_chosen", "logp_rejected", "lr"} <= set(r)
     assert rows[0]["reward_margin"] != rows[-1]["reward_margin"]
-    before, after = tensors(sft_run / "model"), tensors(out / "model")
+    before, after = tensors(tiny_sft_run / "model"), tensors(out / "model")
     assert set(before) == set(after)
     assert any(not (before[k] == after[k]).all() for k in before)
     decon = json.loads((out / "decontamination.json").read_text())
@@ -56,7 +47,7 @@ def test_dpo_trl_few_steps(tmp_path, sft_run):
     AutoModelForCausalLM.from_pretrained(out / "model")
 
 
-def test_dpo_bad_rows_stop_before_any_run_folder(tmp_path, sft_run):
+def test_dpo_bad_rows_stop_before_any_run_folder(tmp_path, tiny_sft_run):
     from rl.dpo import main
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "问", "chosen": "同", "rejected": "同"}, ensure_ascii=False) + "\n"
@@ -64,30 +55,30 @@ def test_dpo_bad_rows_stop_before_any_run_folder(tmp_path, sft_run):
     recipe = tmp_path / "bad_mix.yaml"
     recipe.write_text(yaml.safe_dump({"sources": [{"path": str(bad)}]}))
     with pytest.raises(SystemExit) as e:
-        main([f"init_from={sft_run}", f"data.recipe={recipe}", f"run.root={tmp_path}", "run.name=bad"])
+        main([f"init_from={tiny_sft_run}", f"data.recipe={recipe}", f"run.root={tmp_path}", "run.name=bad"])
     assert f"{bad}:1: 'chosen' and 'rejected' are identical" in str(e.value)
     assert f"{bad}:2: missing 'chosen'" in str(e.value)
     assert not (tmp_path / "dpo" / "bad").exists()        # stopped before any run folder was made
 
 
-def test_dpo_missing_benchmark_folder_is_a_clear_error(tmp_path, sft_run):
+def test_dpo_missing_benchmark_folder_is_a_clear_error(tmp_path, tiny_sft_run):
     from rl.dpo import main
     with pytest.raises(SystemExit, match="decontamination error: benchmark 'ceval' not found"):
-        main(["rl/recipes/demo_dpo.yaml", f"init_from={sft_run}", f"run.root={tmp_path}", "run.name=nb",
+        main(["rl/recipes/demo_dpo.yaml", f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "run.name=nb",
               f"decontam.benchmarks=[ceval:{tmp_path}/nowhere]"])
     assert not (tmp_path / "dpo" / "nb" / "manifest.json").exists()
 
 
-def test_dpo_refuses_an_unfinished_parent(tmp_path, sft_run):
+def test_dpo_refuses_an_unfinished_parent(tmp_path, tiny_sft_run):
     from core.runs import RunError
     from rl.dpo import main
     unfinished = tmp_path / "sft" / "half"
-    shutil.copytree(sft_run / "model", unfinished / "model")
+    shutil.copytree(tiny_sft_run / "model", unfinished / "model")
     with pytest.raises(RunError, match="unfinished"):
         main([f"init_from={unfinished}", f"run.root={tmp_path}"])
 
 
-def test_llamafactory_config_generation(tmp_path, sft_run):
+def test_llamafactory_config_generation(tmp_path, tiny_sft_run):
     from data_recipes.preference import load_recipe
     from rl.dpo import DPOConfigFile
     from rl.llamafactory_dpo import write_inputs
@@ -95,7 +86,7 @@ def test_llamafactory_config_generation(tmp_path, sft_run):
     cfg = load_config(DPOConfigFile, "rl/recipes/demo_dpo.yaml", ["lora.enabled=true", "dpo.beta=0.2"])
     _, data = load_recipe("demo")
     data.rows[0]["prompt"].insert(0, {"role": "system", "content": "你是助手。"})
-    path = write_inputs(cfg, tmp_path, sft_run / "model", data.rows, steps=7, flags={"bf16": False, "use_cpu": True})
+    path = write_inputs(cfg, tmp_path, tiny_sft_run / "model", data.rows, steps=7, flags={"bf16": False, "use_cpu": True})
     conf = yaml.safe_load(path.read_text())
     assert conf["stage"] == "dpo" and conf["finetuning_type"] == "lora" and conf["pref_beta"] == 0.2
     assert conf["max_steps"] == 7 and conf["use_cpu"] is True and conf["template"] == "chatml"
@@ -108,16 +99,16 @@ def test_llamafactory_config_generation(tmp_path, sft_run):
     assert pairs[0]["chosen"] == {"from": "gpt", "value": data.rows[0]["chosen"][0]["content"]}
     cfg2 = load_config(DPOConfigFile, None, ["dpo.loss_type=[sigmoid,sft]"])
     with pytest.raises(SystemExit, match="one dpo.loss_type"):
-        write_inputs(cfg2, tmp_path, sft_run / "model", data.rows, 1, {"bf16": False, "use_cpu": True})
+        write_inputs(cfg2, tmp_path, tiny_sft_run / "model", data.rows, 1, {"bf16": False, "use_cpu": True})
 
 
 @pytest.mark.slow
-def test_dpo_llamafactory_backend_runs(tmp_path, sft_run):
+def test_dpo_llamafactory_backend_runs(tmp_path, tiny_sft_run):
     from rl.llamafactory_dpo import LF_CLI
     if not LF_CLI.is_file():
         pytest.skip(f"{LF_CLI} not installed (make setup-llamafactory)")
     from rl.dpo import main
-    out = main(["rl/recipes/demo_dpo.yaml", f"init_from={sft_run}", f"run.root={tmp_path}", "backend=llamafactory",
+    out = main(["rl/recipes/demo_dpo.yaml", f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "backend=llamafactory",
                 "data.max_rows=16", "train.max_steps=2", "train.batch_size=4", "train.log_every_steps=1"])
     manifest = require_finished(out, stage="dpo")
     assert manifest["backend"] == "llamafactory" and manifest["steps"] == 2

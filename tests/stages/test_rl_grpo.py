@@ -5,31 +5,22 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
 
 from core.log import read_metrics
-from core.runs import Run, RunOptions, require_finished
+from core.runs import require_finished
 
 
-@pytest.fixture(scope="module")
-def sft_run(tmp_path_factory, tiny_model_dir) -> Path:
-    run = Run.create("sft", "tiny", RunOptions(root=str(tmp_path_factory.mktemp("runs")), name="tiny-sft"))
-    shutil.copytree(tiny_model_dir, run.path / "model")
-    run.finish(steps=0, tokens_seen=0)
-    return run.path
-
-
-def test_grpo_two_steps(tmp_path, sft_run):
+def test_grpo_two_steps(tmp_path, tiny_sft_run):
     from rl.grpo import main
-    out = main(["rl/recipes/demo_grpo.yaml", f"init_from={sft_run}", f"run.root={tmp_path}", "run.name=t",
+    out = main(["rl/recipes/demo_grpo.yaml", f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "run.name=t",
                 "prompts.arithmetic_n=6", "train.max_steps=2", "train.prompts_per_step=2",
                 "grpo.num_generations=2", "grpo.max_completion_len_tokens=6", "train.log_every_steps=1",
                 "optim.lr=1e-3"])
     manifest = require_finished(out, stage="grpo")
-    assert manifest["parent"] == str(sft_run) and manifest["steps"] == 2
+    assert manifest["parent"] == str(tiny_sft_run) and manifest["steps"] == 2
     assert manifest["rewards"] == {"mcq_correct": 1.0, "numeric_answer": 1.0, "answer_format": 0.5}
     assert manifest["data_recipe"]["n_prompts"] > 6 and manifest["tokenizer_sha256"]
     rows = read_metrics(out / "metrics.jsonl")
@@ -49,16 +40,16 @@ def test_grpo_two_steps(tmp_path, sft_run):
     assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "generation_config.json").is_file()
 
 
-def test_grpo_config_errors(tmp_path, sft_run):
+def test_grpo_config_errors(tmp_path, tiny_sft_run):
     from rl.grpo import main
     with pytest.raises(SystemExit, match="unknown reward"):
-        main([f"init_from={sft_run}", f"run.root={tmp_path}", "grpo.rewards=[mcq_correct,length_bonus]"])
+        main([f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "grpo.rewards=[mcq_correct,length_bonus]"])
     with pytest.raises(SystemExit, match="reward_weights"):
-        main([f"init_from={sft_run}", f"run.root={tmp_path}", "grpo.reward_weights=[1.0]"])
+        main([f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "grpo.reward_weights=[1.0]"])
     with pytest.raises(SystemExit, match="num_generations must be >= 2"):
-        main([f"init_from={sft_run}", f"run.root={tmp_path}", "grpo.num_generations=1"])
+        main([f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "grpo.num_generations=1"])
     bad = tmp_path / "exam.jsonl"
     bad.write_text('{"instruction": "没有选项", "output": "答案：A"}\n', encoding="utf-8")
     with pytest.raises(SystemExit, match=rf"{bad}:1: options A-D not found"):
-        main([f"init_from={sft_run}", f"run.root={tmp_path}", f"prompts.mcq_files=[{bad}]"])
+        main([f"init_from={tiny_sft_run}", f"run.root={tmp_path}", f"prompts.mcq_files=[{bad}]"])
     assert not (tmp_path / "grpo").exists()       # config and data mistakes leave no run folder behind
