@@ -60,6 +60,7 @@ def run_ours(data: Path, tmp: Path, a, rep: int) -> dict:
     args = [f"data.path={data}", f"data.seq_len_tokens={a.seq}", f"train.batch_size_tokens={a.seq * a.batch}",
             f"train.micro_batch_size={a.batch}", f"train.max_steps={a.steps}", "train.log_every_steps=1",
             f"train.save_every_steps={a.steps * 10}", f"train.precision={a.precision}", "export=false",
+            f"train.compile={str(a.compile).lower()}",
             "optim.warmup_steps=2", f"run.root={tmp}", f"run.name=ours{rep}", f"model.size={a.size}",
             f"model.vocab_multiple={a.vocab_multiple}"]
     run = main(args)
@@ -106,7 +107,7 @@ def run_trainer(data: Path, tmp: Path, a, rep: int) -> dict:
                              adam_beta2=0.95, max_grad_norm=1.0, warmup_steps=2, lr_scheduler_type="cosine",
                              bf16=a.precision == "bf16", use_cpu=not torch.cuda.is_available(),
                              logging_steps=10 ** 6, save_strategy="no", report_to=[], dataloader_num_workers=0,
-                             torch_compile=False, seed=0, disable_tqdm=True)
+                             torch_compile=a.compile, seed=0, disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=Blocks(), callbacks=[timer],
                       compute_loss_func=loss_fn)
     t0 = time.perf_counter()
@@ -141,6 +142,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--vocab", type=int, default=4000)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile on for both sides (compile steps fall in --warmup)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretrain.json"))
     a = p.parse_args()
     if a.precision == "auto":
@@ -178,7 +180,7 @@ def main() -> None:
                 "speedup": statistics.median(paired), "speedup_paired": paired,
                 "speedup_best_vs_best": best_ours["tok_per_s"] / best_theirs["tok_per_s"]}
     result = {"benchmark": "pretrain", "date": now_iso(), "env": env_info(), "threads": torch.get_num_threads(),
-              "precision": a.precision, "compile": False, "reps": a.reps, "target_speedup": 1.3,
+              "precision": a.precision, "compile": a.compile, "reps": a.reps, "target_speedup": 1.3,
               "configs": results,
               "note": "CPU shared with other processes while measured; speedup = median of paired per-rep ratios; "
                       "ours: chunked lm_head + cross-entropy from the final hidden states, Trainer: full "
