@@ -47,7 +47,8 @@ def build_model(tok, shape: dict, seed: int = 0):
     return Qwen2ForCausalLM(cfg).eval()
 
 
-def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size, lm_batch_size) -> dict:
+def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size, lm_batch_size,
+             dtype: str = "float32") -> dict:
     import torch
     from lm_eval.models.huggingface import HFLM
 
@@ -56,7 +57,7 @@ def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size
     from eval.data import load_benchmark
     from eval.run import EvalConfig, evaluate
 
-    model = build_model(tok, shape)
+    model = build_model(tok, shape).to(getattr(torch, dtype))  # the same weights and precision for both sides
     params = sum(p.numel() for p in model.parameters())
     bench = load_benchmark(bench_spec, data_dir, subjects=subjects)
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=lm_batch_size, device="cpu")
@@ -108,6 +109,7 @@ def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a smaller subset")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both sides' precision")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "eval.json"))
     args = ap.parse_args(argv)
     data_dir = SHARED / "cmmlu"
@@ -129,10 +131,11 @@ def main(argv=None) -> dict:
     texts += [q.question + "".join(q.choices) for s in subjects for q in full.shots[s]]
     tok = build_tokenizer(texts, vocab_size=8000, min_frequency=2)
     load_start = os.getloadavg()[0]   # other jobs on this shared machine slow both sides alike
-    results = [run_size(name, SIZES[name], tok, spec, data_dir, subjects[:plan[name][0]], plan[name][1], 16, 8)
+    results = [run_size(name, SIZES[name], tok, spec, data_dir, subjects[:plan[name][0]], plan[name][1], 16, 8,
+                          args.dtype)
                for name in ("debug", "0.1B")]
     doc = {"benchmark": "eval_bench", "date": now_iso(), "env": env_info(), "data": "cmmlu test (shared copy)",
-           "subjects": subjects, "protocol": "base-5shot-logits", "dtype": "float32", "tokenizer_vocab": len(tok),
+           "subjects": subjects, "protocol": "base-5shot-logits", "dtype": args.dtype, "tokenizer_vocab": len(tok),
            "target": {"speedup_at_0.1B": 5.0, "same_prediction": 0.99},
            "results": results,
            "loadavg_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
