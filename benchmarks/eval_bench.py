@@ -42,8 +42,11 @@ def build_model(tok, shape: dict, seed: int = 0):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
     torch.manual_seed(seed)
+    # A wider init than the 0.02 default: with it a random model's A-D choice still depends on the
+    # question (at 0.02 the 0.1B model answered "B" to all 256), so agreement measures something.
     cfg = Qwen2Config(vocab_size=len(tok), max_position_embeddings=8192, tie_word_embeddings=True,
-                      bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **shape)
+                      bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      initializer_range=0.2, **shape)
     return Qwen2ForCausalLM(cfg).eval()
 
 
