@@ -22,7 +22,7 @@ from core.config import parse_args, recipe_name
 from core.log import StepLogger, plot_metrics
 from core.runs import Run, RunOptions, atomic_write_json
 from data_recipes.preference import PreferenceDataError, default_data_root, load_recipe
-from rl.trainer_io import DecontamOptions, LoraOptions
+from rl.trainer_io import DecontamOptions, LoraOptions, OptimOptions
 
 DPO_KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm",
             "rewards/margins": "reward_margin", "rewards/accuracies": "reward_acc",
@@ -61,16 +61,6 @@ class TrainOptions:
     seed: int = 0                         # data order and LoRA init
     precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     gradient_checkpointing: bool = False  # trade compute for memory on long sequences
-
-
-@dataclass
-class OptimOptions:
-    """AdamW and schedule."""
-    lr: float = 5.0e-7                    # peak learning rate (DPO on a full model wants it small)
-    warmup_steps: int = 0                 # linear warmup in optimizer steps
-    scheduler: str = "cosine"             # transformers lr_scheduler_type
-    weight_decay: float = 0.0             # AdamW weight decay
-    max_grad_norm: float = 1.0            # gradient clipping
 
 
 @dataclass

@@ -24,7 +24,7 @@ from core.config import parse_args, recipe_name
 from core.log import StepLogger, plot_metrics
 from core.runs import Run, RunOptions, atomic_write_json
 from data_recipes.preference import default_data_root
-from rl.trainer_io import DecontamOptions, LoraOptions
+from rl.trainer_io import DecontamOptions, LoraOptions, OptimOptions
 
 GRPO_KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "reward": "reward",
              "reward_std": "reward_std", "frac_reward_zero_std": "zero_std_frac", "kl": "kl",
@@ -80,16 +80,6 @@ class TrainOptions:
 
 
 @dataclass
-class OptimOptions:
-    """AdamW and schedule."""
-    lr: float = 1.0e-6                    # peak learning rate
-    warmup_steps: int = 0                 # linear warmup in optimizer steps
-    scheduler: str = "constant"           # transformers lr_scheduler_type
-    weight_decay: float = 0.0             # AdamW weight decay
-    max_grad_norm: float = 1.0            # gradient clipping
-
-
-@dataclass
 class GRPOConfigFile:
     init_from: str = ""                   # finished SFT/DPO run folder (or an HF model folder)
     prompts: PromptOptions = field(default_factory=PromptOptions)
@@ -98,7 +88,7 @@ class GRPOConfigFile:
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     lora: LoraOptions = field(default_factory=LoraOptions)
     train: TrainOptions = field(default_factory=TrainOptions)
-    optim: OptimOptions = field(default_factory=OptimOptions)
+    optim: OptimOptions = field(default_factory=lambda: OptimOptions(lr=1.0e-6, scheduler="constant"))
     run: RunOptions = field(default_factory=RunOptions)
 
 

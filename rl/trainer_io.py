@@ -41,6 +41,16 @@ class DecontamOptions:
     on_missing: str = "error"             # a benchmark folder that is absent: error (as in SFT) | warn
 
 
+@dataclass
+class OptimOptions:
+    """AdamW and schedule (DPO's defaults; GRPO's config sets lr 1e-6 and a constant schedule)."""
+    lr: float = 5.0e-7                    # peak learning rate (preference tuning of a full model wants it small)
+    warmup_steps: int = 0                 # linear warmup in optimizer steps
+    scheduler: str = "cosine"             # transformers lr_scheduler_type
+    weight_decay: float = 0.0             # AdamW weight decay
+    max_grad_norm: float = 1.0            # gradient clipping
+
+
 # ---- parent run and device ----------------------------------------------------------------------
 def resolve_init(init_from: str) -> tuple[Path, dict | None]:
     """(model folder, parent manifest or None) of `init_from`: a finished run folder or an HF folder."""
