@@ -158,7 +158,7 @@ class HFBackend:
         self.model = model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
         self.prefix_cache = prefix_cache
-        self.pack_row_tokens = max(1, int(pack_row_tokens))   # packed row length; 0: chosen per batch (pack_rows)
+        self.pack_row_tokens = max(0, int(pack_row_tokens))   # packed row length; 0: chosen per batch (pack_rows)
         self.letter_ids = letter_token_ids(self.tokenizer)
         self.bos = bos_ids(self.tokenizer)
         self._prefix: tuple[str, list[int], object] | None = None   # (text, ids, cache) of the last subject

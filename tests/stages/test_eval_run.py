@@ -46,6 +46,7 @@ def test_prefix_reuse_equals_no_reuse(tiny_model_dir):
     proto = get_protocol("base-5shot-logits")
     be = HFBackend(tiny_model_dir, batch_size=3)
     assert be.packing                       # SDPA model: questions packed into one row
+    assert be.pack_row_tokens == 0          # the default: the row length is chosen per batch
     for subject in ("geography", "arithmetic"):
         qs = [q for q in bench.questions if q.subject == subject][:7]
         prompts = [build_prompt(proto, bench.spec, bench.subjects, q, bench.shots[subject]) for q in qs]
@@ -78,6 +79,10 @@ def test_pack_rows():
         assert sorted(i for r in rows for i in r) == list(range(len(lengths)))    # each question once
         cap = max(row_tokens, max(lengths)) if row_tokens else 1024
         assert all(sum(lengths[i] for i in r) <= cap for r in rows)
+    # chosen per batch (0): several questions share a row, with less padding than a row per question
+    auto = pack_rows(lengths, n_prefix=200)
+    assert len(auto) < len(lengths)
+    assert len(auto) * max(sum(lengths[i] for i in r) for r in auto) < len(lengths) * max(lengths)
     # rows no longer than the longest question, first fit, longest first
     assert pack_rows(lengths, 200, 1) == [[3], [5, 4], [0, 6], [7, 2, 1]]
     assert len(pack_rows(lengths, 200, 10_000)) == 1                       # everything in one row
