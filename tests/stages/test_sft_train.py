@@ -100,3 +100,32 @@ def test_recipes_dry_run(recipe, capsys):
     assert e.value.code == 0 and "recipe:" in capsys.readouterr().out
     cfg = load_config(SFTConfig, recipe)
     assert load_recipe(cfg.data.recipe).sources   # the data recipe it names parses too
+
+
+def test_packed_examples_do_not_attend_to_each_other(tmp_path, tiny_model_dir):
+    """data.packing=true: sft/train.py keeps TRL's packing strategy (best-fit decreasing), which
+    trains padding-free: one row, position_ids restarting at each example, no attention mask; from
+    restarting position_ids transformers builds a block-diagonal mask for SDPA when no cache is in
+    use (SFTTrainer.compute_loss passes use_cache=False). So each packed example's logits equal its
+    logits alone; the plain causal row (no position_ids) would let later examples see earlier ones."""
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig as TRLConfig
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    assert TRLConfig.__dataclass_fields__["packing_strategy"].default in ("bfd", "bfd_split")  # -> pads free
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(0)
+    examples = [torch.randint(3, model.config.vocab_size, (n,), generator=g).tolist() for n in (7, 12, 5)]
+    packed_row = {"input_ids": sum(examples, []), "seq_lengths": [len(e) for e in examples]}   # as bfd packs
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)([packed_row])
+    assert "attention_mask" not in batch and batch["position_ids"][0].tolist() == [*range(7), *range(12), *range(5)]
+    with torch.no_grad():
+        packed = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits[0]
+        leaky = model(input_ids=batch["input_ids"]).logits[0]
+        o = 0
+        for i, e in enumerate(examples):
+            alone = model(input_ids=torch.tensor([e])).logits[0]
+            assert torch.allclose(packed[o:o + len(e)], alone, atol=1e-5)
+            if i > 0:   # without the restart, later examples see the earlier ones
+                assert not torch.allclose(leaky[o:o + len(e)], alone, atol=1e-3)
+            o += len(e)
