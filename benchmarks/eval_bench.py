@@ -3,7 +3,8 @@ lm-evaluation-harness's HF backend, on the same model and the same 5-shot CMMLU 
 ../shared/data (a fixed subset: the first questions of the first subjects; at ~0.1B, 128 per
 subject, since prefix reuse pays per subject as in a whole-subject run), in one process, plus the
 share of identical predictions. Each side at its best batch size on this CPU: lm-eval 8 (4 ties,
-16 and 32 were 7-17% slower), ours 16 (64 questions per forward pass).
+16 and 32 were 7-17% slower), ours 16 (a token budget of 16 full prompts: ~100 questions packed
+~6 to a row per forward pass; 8-64 measured within noise).
 
 Two sizes, random init (speed and agreement do not need trained weights): the debug size and a
 ~0.1B Qwen2, where compute rather than overhead dominates. The tokenizer is the demo tokenizer
