@@ -260,6 +260,11 @@ def _workspace(name: str, shape: tuple, dtype, device) -> torch.Tensor:
     return buf[:n].view(shape)
 
 
+def release_loss_buffers() -> None:
+    """Free the buffers `linear_cross_entropy` keeps between calls (the end of a training run)."""
+    _WORKSPACE.clear()
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """sum_i CE(h_i @ W^T, t_i) without fp32 [N, V] logits. Rows go `chunk_rows` at a time through
     logits in the compute dtype (bf16 under autocast, like the lm_head there), an fp32 log-softmax

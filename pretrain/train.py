@@ -47,7 +47,8 @@ from core.runs import (Run, RunError, RunOptions, atomic_write_text, read_manife
 from pretrain import checkpoint as ckpt_lib
 from pretrain.data import BlockLoader
 from pretrain.mfu import peak_flops
-from pretrain.model import build_model, count_params, flops_per_token, linear_cross_entropy, model_config
+from pretrain.model import (build_model, count_params, flops_per_token, linear_cross_entropy, model_config,
+                           release_loss_buffers)
 
 
 @dataclass
@@ -475,6 +476,7 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
             os.kill(os.getpid(), signal.SIGKILL)
 
     save()
+    release_loss_buffers()
     trackers.close()
     if cfg.export:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

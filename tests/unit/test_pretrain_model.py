@@ -171,3 +171,25 @@ def test_chunked_linear_cross_entropy_matches_the_standard_loss(bf16, groups):
     wrong = linear_cross_entropy(model.model(input_ids=ids).last_hidden_state, model.lm_head.weight,
                                  torch.roll(targets.clamp(min=0), 1, dims=1))
     assert abs(wrong.item() - ref_loss.item()) > 1.0  # the comparison can fail
+
+
+def test_linear_cross_entropy_reuses_its_buffers_safely():
+    """The chunk and gradient buffers outlive a call: a smaller call after a bigger one (views of
+    the bigger buffers) and a call after release_loss_buffers() give the reference loss and grads."""
+    from pretrain import model as model_lib
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(VOCAB, 16, generator=g)
+    for n in (600, 100, 37):
+        if n == 37:
+            model_lib.release_loss_buffers()
+            assert not model_lib._WORKSPACE
+        h = torch.randn(n, 16, generator=g, requires_grad=True)
+        t = torch.randint(0, VOCAB, (n,), generator=g)
+        loss = linear_cross_entropy(h, w, t, chunk_elements=1, group_elements=1 << 27)
+        loss.backward()
+        h_ref = h.detach().clone().requires_grad_()
+        ref = torch.nn.functional.cross_entropy(h_ref @ w.t(), t, reduction="sum")
+        ref.backward()
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+        assert torch.allclose(h.grad, h_ref.grad, atol=1e-5)
+        assert model_lib._WORKSPACE    # kept for the next call
