@@ -53,6 +53,9 @@ def train_yaml(cfg, model_dir: Path, dataset_dir: Path, dataset: str, output_dir
         "finetuning_type": "lora" if lora.enabled else "full",
         "dataset": dataset, "dataset_dir": str(dataset_dir), "template": cfg.llamafactory.template,
         "cutoff_len": cfg.data.max_seq_len_tokens, "packing": cfg.data.packing,
+        # LLaMA-Factory's plain `packing` lets packed examples attend to each other; `neat_packing`
+        # gives them block-diagonal masks, as TRL's padding-free packing does in the trl backend.
+        "neat_packing": cfg.data.packing,
         "train_on_prompt": False,          # loss on assistant turns only, as in the trl backend
         "overwrite_cache": True, "preprocessing_num_workers": 1, "dataloader_num_workers": 0,
         "output_dir": str(output_dir), "overwrite_output_dir": True, "logging_steps": cfg.train.log_every_steps,

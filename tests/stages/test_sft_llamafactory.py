@@ -1,4 +1,4 @@
-"""The llamafactory backend: its train YAML and dataset_info.json (always), and a real 1-step LoRA run
+"""The llamafactory backend: its train YAML and dataset_info.json (always), and a real 1-step packed LoRA run
 through `.venv-llamafactory/bin/llamafactory-cli` (slow; skipped when that venv is absent)."""
 import json
 import subprocess
@@ -42,6 +42,11 @@ def test_train_yaml_and_dataset_info(tmp_path, tiny_tokenizer, tiny_model_dir):
     full = llamafactory.train_yaml(_cfg(enabled=False), tiny_model_dir, tmp_path, "d", tmp_path / "o", cpu=False)
     assert full["finetuning_type"] == "full" and "lora_rank" not in full and "use_cpu" not in full
     assert full["bf16"] is True
+    assert y["packing"] is False and y["neat_packing"] is False
+    packed = _cfg()
+    packed.data.packing = True     # packed examples isolated, as in the trl backend
+    p = llamafactory.train_yaml(packed, tiny_model_dir, tmp_path, "d", tmp_path / "o", cpu=True)
+    assert p["packing"] is True and p["neat_packing"] is True
 
 
 @pytest.mark.slow
@@ -60,7 +65,7 @@ def test_real_llamafactory_lora_one_step(tmp_path, tiny_run_dir, tiny_model_dir)
         AutoTokenizer.from_pretrained(tiny_model_dir).encode(text, add_special_tokens=False)
     from sft.train import main
     run = main([str(REPO_ROOT / "sft/recipes/demo.yaml"), f"init_from={tiny_run_dir}", f"run.root={tmp_path}",
-                "backend=llamafactory", "lora.enabled=true", "train.max_steps=1", "train.batch_size=2",
+                "backend=llamafactory", "lora.enabled=true", "train.max_steps=1", "train.batch_size=2", "data.packing=true",
                 "optim.warmup_steps=0", "optim.lr=1e-2", "samples.prompts=[你是谁？]", "samples.max_new_tokens=4"])
     m = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     assert m["backend"] == "llamafactory" and m["steps"] == 1 and m["finetuning"] == "lora"
