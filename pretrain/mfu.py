@@ -1,7 +1,8 @@
 """Peak FLOP/s for MFU: a table of known GPUs (dense bf16 tensor-core peak, no sparsity) and, on CPU,
-a matmul measured once and cached in ~/.cache/zhllm-kit/cpu_peak_v3.json (keyed by CPU model, thread
-count and dtype) so every run of a machine reports MFU against the same figure: threads x the best
-of 10 one-thread matmuls. Delete the cache file to measure again.
+a matmul measured once and cached in ~/.cache/zhllm-kit/cpu_peak_v4.json (keyed by CPU model, thread
+count and dtype) so every run of a machine reports MFU against the same figure (see
+measure_cpu_peak). Measured on a busy machine it reads low and MFU high: delete the cache file on a
+quiet machine to measure again.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ GPU_PEAK_BF16 = [
     ("V100", 125e12), ("T4", 65e12),
 ]
 
-CACHE = Path(os.environ.get("ZHLLM_CACHE", Path.home() / ".cache" / "zhllm-kit")) / "cpu_peak_v3.json"
+CACHE = Path(os.environ.get("ZHLLM_CACHE", Path.home() / ".cache" / "zhllm-kit")) / "cpu_peak_v4.json"
 
 
 def _cpu_name() -> str:
@@ -34,24 +35,31 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
-def measure_cpu_peak(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
-    """Threads x the best-of-`reps` FLOP/s of an n x n matmul on ONE thread. One thread's best run
-    is rarely disturbed by other processes, where a 2-thread matmul on a shared machine measured
-    anywhere from 58 to 226 GFLOP/s; cores scale near-linearly for large matmuls."""
+def measure_cpu_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), reps: int = 10) -> float:
+    """The best FLOP/s of square matmuls: all threads together, and one thread times the thread count
+    (one thread's best run is rarely disturbed by other processes on a shared machine, where an
+    all-thread matmul measured anywhere from 58 to 226 GFLOP/s), the larger of the two. Under load
+    either can read low, which overstates MFU: v3 of this cache held 303 GFLOP/s for bf16 on 2
+    threads where a quiet run measures ~430, so MFU read ~1.4x too high."""
     threads = torch.get_num_threads()
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    torch.set_num_threads(1)
-    try:
+
+    def best(n: int) -> float:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         torch.mm(a, b)
-        best = float("inf")
+        t_min = float("inf")
         for _ in range(reps):
             t = time.perf_counter()
             torch.mm(a, b)
-            best = min(best, time.perf_counter() - t)
+            t_min = min(t_min, time.perf_counter() - t)
+        return 2 * n ** 3 / t_min
+
+    together = max(best(n) for n in sizes)
+    torch.set_num_threads(1)
+    try:
+        alone = threads * max(best(n) for n in sizes[:1])
     finally:
         torch.set_num_threads(threads)
-    return threads * 2 * n ** 3 / best
+    return max(together, alone)
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:

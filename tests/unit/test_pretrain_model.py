@@ -193,3 +193,19 @@ def test_linear_cross_entropy_reuses_its_buffers_safely():
         assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
         assert torch.allclose(h.grad, h_ref.grad, atol=1e-5)
         assert model_lib._WORKSPACE    # kept for the next call
+
+
+def test_cpu_peak_is_measured_once_per_machine_and_cached(tmp_path, monkeypatch):
+    """MFU's CPU peak: measured on first use (all threads and one thread x threads, the larger),
+    cached by CPU, thread count and dtype, and read back without measuring again."""
+    from pretrain import mfu
+    monkeypatch.setattr(mfu, "CACHE", tmp_path / "peak.json")
+    calls = []
+    monkeypatch.setattr(mfu, "measure_cpu_peak", lambda dtype: calls.append(dtype) or 1.5e11)
+    first = mfu.peak_flops(torch.device("cpu"), torch.float32)
+    again = mfu.peak_flops(torch.device("cpu"), torch.float32)
+    assert first == again == (1.5e11, "measured-matmul") and calls == [torch.float32]
+    key = next(iter(json.loads((tmp_path / "peak.json").read_text())))
+    assert key.endswith(f"threads={torch.get_num_threads()}|torch.float32")
+    monkeypatch.undo()
+    assert 1e8 < mfu.measure_cpu_peak(torch.float32, sizes=(128,), reps=2) < 1e15
