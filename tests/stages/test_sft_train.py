@@ -129,3 +129,10 @@ def test_packed_examples_do_not_attend_to_each_other(tmp_path, tiny_model_dir):
             if i > 0:   # without the restart, later examples see the earlier ones
                 assert not torch.allclose(leaky[o:o + len(e)], alone, atol=1e-3)
             o += len(e)
+
+
+def test_packed_sft_run(tmp_path, tiny_run_dir):
+    """data.packing=true end to end (zh_mix packs): TRL packs padding-free on CPU/SDPA and trains."""
+    run = _sft(tmp_path, tiny_run_dir, "train.max_steps=2", "data.packing=true")
+    m = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    assert m["steps"] == 2 and math.isfinite(m["final_loss"]) and m["tokens_seen"] > 0
