@@ -253,7 +253,7 @@ def _workspace(name: str, shape: tuple, dtype, device) -> torch.Tensor:
     n = 1
     for d in shape:
         n *= d
-    key = (name, dtype, str(device))
+    key = (name, dtype, str(device), torch.is_inference_mode_enabled())  # inference tensors stay apart
     buf = _WORKSPACE.get(key)
     if buf is None or buf.numel() < n:
         buf = _WORKSPACE[key] = torch.empty(n, dtype=dtype, device=device)
