@@ -20,6 +20,7 @@ AutoModelForCausalLM when this module is imported: `import pretrain.model` and t
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -250,9 +251,7 @@ _WORKSPACE: dict = {}
 def _workspace(name: str, shape: tuple, dtype, device) -> torch.Tensor:
     """A buffer kept between calls. A fresh [rows, V] tensor per chunk costs page faults on every
     call (a first touch of 131 MB took 30 ms vs 3.4 ms for a reused one, on 2 CPU cores)."""
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     key = (name, dtype, str(device), torch.is_inference_mode_enabled())  # inference tensors stay apart
     buf = _WORKSPACE.get(key)
     if buf is None or buf.numel() < n:
