@@ -33,9 +33,9 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.runs import atomic_write_json  # noqa: E402
+from core.runs import atomic_write_json, shared_data_root  # noqa: E402
 
-SHARED = Path(os.environ.get("ZHLLM_SHARED_DATA", REPO.parent / "shared" / "data")) / "pretrain"
+SHARED = shared_data_root() / "pretrain"
 
 
 def _round_robin_lines(files: list[Path]):
@@ -120,7 +120,7 @@ def run_build(recipe: Path, root: Path, workers: int) -> dict:
         time.sleep(0.05)
     output = proc.stdout.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"build failed ({' '.join(cmd)}):\n{output[-3000:]}")
+        raise RuntimeError(f"build failed ({' '.join(cmd)}):\n{output[-3000:]}")
     out = root / "data" / recipe.stem
     report = json.loads((out / "report.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())

@@ -32,7 +32,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED = Path(os.environ.get("ZHLLM_SHARED_DATA", REPO.parent / "shared" / "data"))
 SIZES = {  # name -> Qwen2 shape
     "debug": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
     "0.1B": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4),
@@ -56,13 +55,14 @@ def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size
     import torch
     from lm_eval.models.huggingface import HFLM
 
+    from core.benchmarks import load_benchmark
+    from core.models import count_parameters
     from eval.backends.hf import HFBackend
     from eval.crosscheck import lmeval_predictions, write_tasks
-    from eval.data import load_benchmark
     from eval.run import EvalConfig, evaluate
 
     model = build_model(tok, shape).to(getattr(torch, dtype))  # the same weights and precision for both sides
-    params = sum(p.numel() for p in model.parameters())
+    params = count_parameters(model)
     bench = load_benchmark(bench_spec, data_dir, subjects=subjects)
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=lm_batch_size, device="cpu")
     backend = HFBackend(None, model=model, tokenizer=tok, batch_size=batch_size)
@@ -116,14 +116,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both sides' precision")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "eval.json"))
     args = ap.parse_args(argv)
-    data_dir = SHARED / "cmmlu"
+    from core.benchmarks import load_benchmark, load_spec
+    from core.runs import atomic_write_json, env_info, now_iso, shared_data_root
+    from data_recipes.demo_data import pretrain_corpus
+    from data_recipes.tokenizer import build_tokenizer
+    data_dir = shared_data_root() / "cmmlu"
     if not data_dir.is_dir():
         print(f"skip: shared data not present: {data_dir}")
         return {}
-    from core.runs import atomic_write_json, env_info, now_iso
-    from data_recipes.demo_data import pretrain_corpus
-    from data_recipes.tokenizer import build_tokenizer
-    from eval.data import load_benchmark, load_spec
 
     spec = load_spec("cmmlu")
     full = load_benchmark(spec, data_dir)

@@ -2,7 +2,7 @@
 
 Both train the same model (four configs, see CONFIGS: the demo's debug size at the demo recipe's
 shape, a Qwen2 with hidden 256 and 4 layers with the demo tokenizer's ~4k vocabulary and with 32k,
-and the registry's ~0.1B with 32k; built by pretrain.model with the same seed) on the same blocks
+and the registry's ~0.1B with 32k; built by core.models.build_model with the same seed) on the same blocks
 (the BlockLoader order of one token folder written here from the demo corpus), without attention
 masks (full blocks: SDPA's causal path for both), with the same sequence length, batch, optimiser
 (fused AdamW, grad clip 1.0, warmup + cosine) and precision: bf16 autocast when the CPU supports
@@ -31,7 +31,9 @@ from __future__ import annotations
 import argparse
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see pretrain/train.py (both sides get it)
+# This script is its own process: set it before torch loads OpenMP, as the Makefile does for every
+# target (see pretrain/train.py's docstring); both sides get it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import statistics
 import sys
@@ -75,9 +77,9 @@ def run_ours(data: Path, tmp: Path, a, rep: int) -> dict:
 def run_trainer(data: Path, tmp: Path, a, rep: int) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
+    from core.models import build_model
     from pretrain.data import BlockLoader
-    from pretrain.model import build_model
-    from pretrain.train import ModelSection
+    from pretrain.train import ModelOptions
     hf_logging.set_verbosity_error()
     loader = BlockLoader.fresh(data, a.seq, seed=0)
     blocks = loader.tokens(loader.next_ids(a.steps * a.batch))
@@ -98,7 +100,7 @@ def run_trainer(data: Path, tmp: Path, a, rep: int) -> dict:
 
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(data / "tokenizer")
-    model = build_model(_hf_config(ModelSection(size=a.size, vocab_multiple=a.vocab_multiple), tok), seed=0)
+    model = build_model(_hf_config(ModelOptions(size=a.size, vocab_multiple=a.vocab_multiple), tok), seed=0)
     # Labels are already shifted: disable the model's own shift by computing the loss ourselves.
     def loss_fn(outputs, labels, num_items_in_batch=None):
         logits = outputs.logits.float()
@@ -120,10 +122,10 @@ def run_trainer(data: Path, tmp: Path, a, rep: int) -> dict:
     return {"step_s": step_s, "tok_per_s": a.seq * a.batch / step_s}
 
 
-def _hf_config(model_section, tok):
+def _hf_config(model_options, tok):
     from pretrain.model import model_config
-    vocab = -(-len(tok) // model_section.vocab_multiple) * model_section.vocab_multiple
-    return model_config(model_section, vocab, tok.pad_token_id, tok.eos_token_id)
+    vocab = -(-len(tok) // model_options.vocab_multiple) * model_options.vocab_multiple
+    return model_config(model_options, vocab, tok.pad_token_id, tok.eos_token_id)
 
 
 # name -> (model size, seq len, batch sequences, steps, vocab multiple): the demo recipe's shape, a

@@ -23,9 +23,12 @@ from typing import Any
 
 import yaml
 
+from core.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A recipe or override that does not fit the stage's dataclass."""
+    kind = "config"
 
 
 def _is_dataclass_type(tp) -> bool:
@@ -47,14 +50,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
             if type(None) in args:
                 return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: cannot read {value!r} as {tp}")
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
@@ -226,11 +228,7 @@ def parse_args(cls, argv: list[str] | None = None, prog: str = ""):
     recipe = None
     if argv and not "=" in argv[0]:
         recipe = argv.pop(0)
-    try:
-        cfg = load_config(cls, recipe, argv)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    cfg = load_config(cls, recipe, argv)   # ConfigError: the entrypoint prints it (core.errors)
     if dry:
         print(f"# resolved config for {prog or cls.__name__}" + (f" from {recipe}" if recipe else ""))
         print(dump_yaml(cfg), end="")

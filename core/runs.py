@@ -24,12 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from core.config import config_hash, dump_yaml
+from core.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A run folder that cannot be used (unfinished, missing, mismatched)."""
+
+
+def shared_data_root() -> Path:
+    """The real-data folder (C-Eval, CMMLU, SFT/DPO samples): $ZHLLM_SHARED_DATA or ../shared/data."""
+    return Path(os.environ.get("ZHLLM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 @dataclass

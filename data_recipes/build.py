@@ -29,29 +29,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import ConfigError, dump_yaml, parse_args, recipe_name, to_dict
+from core.errors import entrypoint
 from core.log import progress
 from core.runs import Run, RunError, RunOptions, atomic_write_json, read_manifest, tokenizer_hash
-from data_recipes.clean import DEFAULT_OPERATORS, Chain, OperatorError, load_plugins
+from data_recipes.clean import DEFAULT_OPERATORS, Chain, load_plugins
 from data_recipes.build_report import operator_table, per_source, print_summary
 from data_recipes.dedupe import Deduper, MinHasher, collision_probability, file_identity
 from data_recipes.shards import ShardWriter, dtype_for_vocab, open_shards
-from data_recipes.sources import (DataError, SourceConfig, batches, resolve_inputs, resolve_root, source_name,
+from data_recipes.sources import (DataError, SourceOptions, batches, resolve_inputs, resolve_root, source_name,
                                   uses_local)
 from data_recipes.tokenizer import document_separator_id
-from data_recipes.tokenizer_train import TokenizerConfig, make_tokenizer
+from data_recipes.tokenizer_train import TokenizerOptions, make_tokenizer
 from data_recipes.workers import DROP, ERROR, clean_batch, init_clean, init_tokenize, ordered_map, tokenize_chunk
 
 PIPELINE_VERSION = 1      # bump when a change to this code changes the output for the same recipe
 
 
 @dataclass
-class CleanConfig:
+class CleanOptions:
     """The operator chain (see data_recipes/clean.py for every operator and its parameters)."""
     operators: list[dict] = field(default_factory=lambda: [dict(o) for o in DEFAULT_OPERATORS])
 
 
 @dataclass
-class DedupeConfig:
+class DedupeOptions:
     """File, exact-document and MinHash-LSH near-document dedupe."""
     files: bool = True                      # find byte-identical input files (always reported)
     duplicate_files: str = "skip"           # skip: read each identical file once; keep: read every copy
@@ -66,7 +67,7 @@ class DedupeConfig:
 
 
 @dataclass
-class ShardConfig:
+class ShardOptions:
     """Token shards and how work is cut into tasks."""
     shard_size_tokens: int = 100_000_000    # a new shard file starts after this many tokens
     batch_bytes: int = 1 << 20              # input bytes per worker task (JSON Lines / txt lines)
@@ -80,15 +81,15 @@ class BuildConfig:
     """A pretraining data recipe."""
     run: RunOptions = field(default_factory=RunOptions)   # output: <root>/data/<name or recipe>
     data_root: str = ""                     # folder that source paths are relative to; set => local copies of hub sources
-    sources: list[SourceConfig] = field(default_factory=list)
+    sources: list[SourceOptions] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)      # modules that register extra operators
     on_error: str = "quarantine"            # bad records: quarantine (skip, log, count) | fail (stop at the first)
     num_workers: int = 1                    # processes for cleaning and tokenising (output identical for any value)
     verify_on_cache_hit: bool = True        # re-hash the shards before trusting a cache hit
-    clean: CleanConfig = field(default_factory=CleanConfig)
-    dedupe: DedupeConfig = field(default_factory=DedupeConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    shards: ShardConfig = field(default_factory=ShardConfig)
+    clean: CleanOptions = field(default_factory=CleanOptions)
+    dedupe: DedupeOptions = field(default_factory=DedupeOptions)
+    tokenizer: TokenizerOptions = field(default_factory=TokenizerOptions)
+    shards: ShardOptions = field(default_factory=ShardOptions)
 
 
 def validate(cfg: BuildConfig) -> Chain:
@@ -286,12 +287,8 @@ def run_pass2(cfg: BuildConfig, chunks, tok_dir: Path, tmp: Path, vocab_size: in
     return writer.close()
 
 
-def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path:
-    t0 = time.time()
-    chain = validate(cfg)
-    name = cfg.run.name or recipe_name(recipe)
-    out = Path(cfg.run.root) / "data" / name
-    inputs = resolve_inputs(cfg.sources, cfg.data_root)
+def scan_files(cfg: BuildConfig, inputs) -> tuple[list, list, set]:
+    """(byte-identical [file, first copy] pairs, empty files, input indexes to skip); sets each file's identity."""
     dup_files, empty, skip, first_of = [], [], set(), {}
     for inp in inputs:
         if inp.kind != "file":
@@ -308,6 +305,16 @@ def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path
             if cfg.dedupe.duplicate_files == "skip":
                 skip.add(inp.index)
         first_of.setdefault(inp.identity, inp.path)
+    return dup_files, empty, skip
+
+
+def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path:
+    t0 = time.time()
+    chain = validate(cfg)
+    name = cfg.run.name or recipe_name(recipe)
+    out = Path(cfg.run.root) / "data" / name
+    inputs = resolve_inputs(cfg.sources, cfg.data_root)
+    dup_files, empty, skip = scan_files(cfg, inputs)
     tok_src = f"from_dir:{tokenizer_hash(Path(cfg.tokenizer.from_dir) / 'tokenizer') or tokenizer_hash(cfg.tokenizer.from_dir)}" \
         if cfg.tokenizer.from_dir else "trained"
     key = content_hash(cfg, inputs, tok_src)
@@ -404,24 +411,17 @@ def _swap(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@entrypoint
 def main(argv: list[str] | None = None, only: str | None = None, prog: str = "data_recipes.build") -> Path | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     dry = "--dry-run" in argv
     cfg, recipe = parse_args(BuildConfig, [a for a in argv if a != "--dry-run"], prog=prog)
-    try:
-        chain = validate(cfg)
-    except (ConfigError, OperatorError) as e:
-        print(f"config error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    chain = validate(cfg)
     if dry:
         _print_plan(cfg, recipe, chain)
         return None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return build(cfg, recipe, only=only)
-    except (DataError, RunError, OperatorError) as e:
-        print(f"data error: {e}", file=sys.stderr)
-        raise SystemExit(1)
+    return build(cfg, recipe, only=only)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,12 @@ from typing import Callable
 
 import numpy as np
 
+from core.errors import UserError
 
-class OperatorError(ValueError):
+
+class OperatorError(UserError, ValueError):
     """An operator name or parameter in a recipe that does not exist."""
+    kind = "config"
 
 
 @dataclass

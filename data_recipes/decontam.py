@@ -16,6 +16,9 @@ are skipped (too short to tell a copy from a coincidence) and counted.
     decon.check("...text...")            -> [Hit(benchmark, split, subject, id, score, question)]
     keep, report = decontaminate(records, decon, policy="drop")   # records: (source, where, text)
     write_report(run.path / "decontamination.json", report)
+
+DPO and GRPO configure it with a `decontam:` section (`DecontamOptions`) and call
+`decontaminate_records`, which does all of the above; SFT mixes use sft_mix.run_decontam.
 """
 from __future__ import annotations
 
@@ -26,7 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from core.config import ConfigError
+from core.errors import UserError
 from core.runs import atomic_write_json
+from data_recipes.preference import expand_path
 
 _TOKEN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]|[a-z0-9]+")
 # Option labels at a line start or after whitespace/punctuation ("A." "B、" "(C)" "D:"), and blanks.
@@ -34,8 +40,9 @@ _LABEL_RE = re.compile(r"(?:(?<=^)|(?<=[\s(（]))\(?[a-e][.．、:：)）]", re.
 _BLANK_RE = re.compile(r"_{2,}|（\s*）|\(\s*\)")
 
 
-class DecontamError(ValueError):
+class DecontamError(UserError, ValueError):
     """A benchmark folder that is missing or unreadable."""
+    kind = "decontamination"
 
 
 def normalize(text: str) -> str:
@@ -53,7 +60,7 @@ class BenchItem:
     benchmark: str
     split: str
     subject: str
-    id: str               # "<subject>/<split>/<row id>" (eval/data.py's Question.id)
+    id: str               # "<subject>/<split>/<row id>" (core/benchmarks.py's Question.id)
     question: str
     options: list[str] = field(default_factory=list)
 
@@ -101,20 +108,17 @@ def read_benchmark_dir(name: str, path: str | Path) -> list[BenchItem]:
 
 def load_benchmark_items(name: str, path: str | Path | None) -> list[BenchItem]:
     """Items of one benchmark, every split on disk. A benchmark with a spec in eval/benchmarks/
-    (ceval, cmmlu, demo) goes through eval/data.py's loader, which validates the official layout;
+    (ceval, cmmlu, demo) goes through core/benchmarks.py's loader, which validates the official layout;
     any other name is read as a folder of `<split>/*.csv` here. `path` empty = the spec's built-in copy."""
-    try:
-        from eval import data as eval_data
-        has_spec = eval_data.spec_path(name).is_file()
-    except ImportError:  # the eval stage is optional for data work
-        has_spec = False
+    from core import benchmarks as bench_data
+    has_spec = bench_data.spec_path(name).is_file()
     if not has_spec:
         if not path:
             raise DecontamError(f"benchmark '{name}': no eval/benchmarks/{name}.yaml spec and no folder given")
         return read_benchmark_dir(name, path)
     try:
-        questions = eval_data.load_questions(name, data_dir=path or None, splits=("dev", "val", "test"))
-    except eval_data.BenchmarkDataError as e:
+        questions = bench_data.load_questions(name, data_dir=path or None, splits=("dev", "val", "test"))
+    except bench_data.BenchmarkDataError as e:
         raise DecontamError(f"benchmark '{name}': {e}") from None
     return [BenchItem(name, q.split, q.subject, q.id, q.question, list(q.choices)) for q in questions]
 
@@ -229,3 +233,37 @@ def decontaminate(records: Iterable[tuple[str, str, str]], decon: Decontaminator
 
 def write_report(path: str | Path, report: dict) -> Path:
     return atomic_write_json(path, report)
+
+
+# ---- records of the preference and RL stages -----------------------------------------------------
+@dataclass
+class DecontamOptions:
+    """The `decontam:` section of DPO and GRPO: training text against benchmark questions (as in SFT)."""
+    policy: str = "drop"                  # drop | flag | none (YAML reads a bare `off` as false: also none)
+    benchmarks: list[str] = field(default_factory=lambda: [   # "name:folder" in the official CSV layout
+        "ceval:{data_root}/ceval", "cmmlu:{data_root}/cmmlu", "demo:eval/benchmarks/demo_bench"])
+    ngram_tokens: int = 8                 # n-gram length in tokens (CJK characters / latin words)
+    threshold: float = 0.5                # fraction of a benchmark item's n-grams that makes a hit
+    on_missing: str = "error"             # a benchmark folder that is absent: error (as in SFT) | warn
+
+
+def decontaminate_records(records: list[tuple[str, str, str]], opts: DecontamOptions, data_root: Path,
+                          report_path: Path) -> list[bool]:
+    """Keep flags for (source, where, text) records; writes decontamination.json (also for policy off)."""
+    if opts.policy.lower() in ("none", "off", "false"):
+        atomic_write_json(report_path, {"policy": "none", "threshold": None, "n_checked": 0, "n_flagged": 0,
+                                        "n_dropped": 0, "per_source": {}, "per_benchmark": {}, "examples": []})
+        return [True] * len(records)
+    benches = {}
+    for entry in opts.benchmarks:
+        name, sep, path = entry.partition(":")
+        if not sep or not path:
+            raise ConfigError(f"decontam.benchmarks entries are 'name:folder', got {entry!r}")
+        benches[name] = expand_path(path, data_root)
+    decon = Decontaminator.from_benchmarks(benches, ngram_tokens=opts.ngram_tokens, threshold=opts.threshold,
+                                           on_missing=opts.on_missing)
+    keep, report = decontaminate(records, decon, policy=opts.policy)
+    write_report(report_path, report)
+    print(f"decontamination ({opts.policy}): {report['n_checked']} checked, {report['n_flagged']} flagged, "
+          f"{report['n_dropped']} dropped -> {report_path}")
+    return keep

@@ -16,6 +16,8 @@ import json
 import random
 from pathlib import Path
 
+from core.errors import entrypoint
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "data_recipes" / "demo"
 BENCH_DIR = ROOT / "eval" / "benchmarks" / "demo_bench"
@@ -241,6 +243,7 @@ def render_all() -> dict[Path, str]:
     return files
 
 
+@entrypoint
 def main() -> None:
     for path, text in render_all().items():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,13 +18,16 @@ from pathlib import Path
 
 import yaml
 
+from core.errors import UserError
+
 TEMPLATES = Path(__file__).with_name("identity_templates.yaml")
 PLACEHOLDERS = ("name", "author")
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*(\w+)\s*\}\}|\{(\w+)\}")
 
 
-class IdentityError(ValueError):
+class IdentityError(UserError, ValueError):
     """Bad identity templates or an unset name/author."""
+    kind = "data"
 
 
 def fill(text: str, name: str, author: str, where: str = "") -> str:

@@ -30,14 +30,17 @@ from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from core.errors import UserError
+from core.runs import REPO_ROOT, shared_data_root
+
 MIX_DIR = Path(__file__).resolve().parent / "pref_mixes"
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
             "bot": "assistant", "system": "system"}
 
 
-class PreferenceDataError(ValueError):
+class PreferenceDataError(UserError, ValueError):
     """A preference file or row that cannot be used; the message names the file and line."""
+    kind = "data"
 
 
 @dataclass
@@ -197,12 +200,11 @@ def pair_key(row: dict) -> str:
 
 
 # ---- sources and recipes -------------------------------------------------------------------------
-def default_data_root() -> Path:
-    return Path(os.environ.get("ZHLLM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-
-
-def _expand(path: str, data_root: Path) -> Path:
-    p = Path(str(path).replace("{data_root}", str(data_root)))
+def expand_path(path: str, data_root: str | Path | None = None) -> Path:
+    """A recipe path with `{data_root}` filled in (empty = core.runs.shared_data_root()); relative
+    paths are relative to the repository."""
+    root = Path(data_root) if data_root else shared_data_root()
+    p = Path(str(path).replace("{data_root}", str(root)))
     return p if p.is_absolute() else REPO_ROOT / p
 
 
@@ -219,13 +221,13 @@ def _hub_records(source: dict) -> list[tuple[str, object]]:
 def resolve_source(source: dict, data_root: Path) -> tuple[str, list[tuple[str, object]]]:
     """(origin, records): an explicit `path`, else the first existing `local` alternative, else the hub."""
     if "path" in source:
-        p = _expand(source["path"], data_root)
+        p = expand_path(source["path"], data_root)
         if not p.is_file():
             raise PreferenceDataError(f"source '{source['name']}': file not found: {p}")
         return f"local:{p}", read_records(p)
     locals_ = source.get("local") or []
     for alt in [locals_] if isinstance(locals_, str) else locals_:
-        p = _expand(alt, data_root)
+        p = expand_path(alt, data_root)
         if p.is_file():
             return f"local:{p}", read_records(p)
     if "hub" in source:
@@ -240,7 +242,7 @@ def load_sources(sources: list[dict], data_root: str | Path | None = None, dedup
         raise PreferenceDataError(f"dedupe must be prompt|pair|none, got {dedupe!r}")
     if bad_rows not in ("error", "skip"):
         raise PreferenceDataError(f"bad_rows must be error|skip, got {bad_rows!r}")
-    root = Path(data_root) if data_root else default_data_root()
+    root = Path(data_root) if data_root else shared_data_root()
     data = PreferenceData(rows=[])
     seen: set[str] = set()
     for i, src in enumerate(sources):

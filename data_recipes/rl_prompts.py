@@ -8,7 +8,7 @@ Sources:
 - `read_mcq_file`: training-side exam questions, as alpaca rows whose instruction carries the
   options ("...\\nA. x\\nB. y\\nC. z\\nD. w", output "答案：B") or as rows with question/A/B/C/D/answer
   (WanJuan-style exam dumps converted to that shape).
-- `bench_dev_mcq`: the `dev` rows of a benchmark (C-Eval/CMMLU/demo) via eval.data. They are few-shot
+- `bench_dev_mcq`: the `dev` rows of a benchmark (C-Eval/CMMLU/demo) via core.benchmarks. They are few-shot
   material and allowed; the scored split (val/test) is refused here, so it can never leak into RL.
 - `arithmetic_problems`: generated Chinese word problems (add, subtract, multiply, divide, two-step)
   with integer answers, seeded and reproducible.
@@ -20,7 +20,8 @@ import random
 import re
 from pathlib import Path
 
-from data_recipes.preference import REPO_ROOT, default_data_root
+from core.errors import UserError
+from data_recipes.preference import expand_path, read_records
 
 LETTERS = ("A", "B", "C", "D")
 MCQ_SUFFIX = "\n请选出正确答案，最后一行写“答案：”加选项字母。"
@@ -29,8 +30,9 @@ _OPTION = re.compile(r"^\s*([A-D])\s*[.．、:：)）]\s*(.*)$")
 _KEY = re.compile(r"([A-D])")
 
 
-class PromptDataError(ValueError):
+class PromptDataError(UserError, ValueError):
     """An MCQ row or prompt source that cannot be used; the message names the file and line."""
+    kind = "data"
 
 
 def mcq_row(question: str, choices: list[str], answer: str, source: str, where: str) -> dict:
@@ -79,7 +81,6 @@ def read_mcq_file(path: str | Path, source: str = "") -> list[dict]:
             except json.JSONDecodeError as e:
                 raise PromptDataError(f"{path}:{i}: invalid JSON ({e.msg})") from None
     else:
-        from data_recipes.preference import read_records  # JSON arrays with per-row line numbers
         parsed = [(int(w.rsplit(":", 1)[1]), r) for w, r in read_records(path)]
     out = []
     for i, rec in parsed:
@@ -96,7 +97,7 @@ def read_mcq_file(path: str | Path, source: str = "") -> list[dict]:
 def bench_dev_mcq(spec: str, data_dir: str | Path | None = None, split: str = "dev") -> list[dict]:
     """`dev` rows of a benchmark spec (ceval | cmmlu | demo | path) as MCQ prompts. Any other split is refused:
     the scored split must never be trained on."""
-    from eval.data import load_questions, load_spec
+    from core.benchmarks import load_questions, load_spec
     bench = load_spec(spec)
     if split != bench.shot_split or split == bench.split:
         raise PromptDataError(f"{bench.name}: only the few-shot split '{bench.shot_split}' may be used for RL prompts, "
@@ -149,12 +150,6 @@ def arithmetic_problems(n: int, seed: int = 0, max_operand: int = 50) -> list[di
         out.append({"prompt": [{"role": "user", "content": text + ARITH_SUFFIX}], "task": "arith",
                     "answer": str(ans), "choices": [], "source": "arithmetic_zh", "where": f"generated:{len(out)}"})
     return out
-
-
-def expand_path(path: str, data_root: str | Path | None = None) -> Path:
-    root = Path(data_root) if data_root else default_data_root()
-    p = Path(str(path).replace("{data_root}", str(root)))
-    return p if p.is_absolute() else REPO_ROOT / p
 
 
 def build_prompts(mcq_files: list[str], bench_dev: list[str], arithmetic_n: int, seed: int = 0,

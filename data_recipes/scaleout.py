@@ -18,7 +18,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from core.config import parse_args
+from core.config import ConfigError, parse_args
+from core.errors import entrypoint
 from data_recipes.build import BuildConfig, validate
 from data_recipes.clean import Chain, load_plugins
 from data_recipes.sources import DataError, resolve_root, uses_local
@@ -88,6 +89,7 @@ def pipeline(cfg: BuildConfig, out: str) -> list:
     return steps
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = {"executor": "local", "tasks": "4", "workers": "-1", "out": ""}
@@ -101,14 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg, recipe = parse_args(BuildConfig, rest, prog="data_recipes.scaleout")
     validate(cfg)
     if not opts["out"]:
-        raise SystemExit("scaleout: give --out=<folder> for the cleaned output")
+        raise ConfigError("scaleout: give --out=<folder> for the cleaned output")
     steps = pipeline(cfg, opts["out"])
     if opts["executor"] == "ray":
         from datatrove.executor import RayPipelineExecutor as Executor
     elif opts["executor"] == "local":
         from datatrove.executor import LocalPipelineExecutor as Executor
     else:
-        raise SystemExit(f"scaleout: --executor must be local or ray, got {opts['executor']!r}")
+        raise ConfigError(f"scaleout: --executor must be local or ray, got {opts['executor']!r}")
     Executor(steps, tasks=int(opts["tasks"]), workers=int(opts["workers"]),
              logging_dir=f"{opts['out']}/logs").run()
     print(f"cleaned -> {opts['out']}/cleaned; next (dedupe, tokenizer, shards on one machine):\n"

@@ -12,6 +12,9 @@ from __future__ import annotations
 import re
 from typing import Iterable, Iterator
 
+from core.config import ConfigError
+from core.errors import UserError
+
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_response", "mcq", "identity")
 LETTERS = "ABCD"
 _ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -26,7 +29,14 @@ MCQ_COT_ANSWER = "{explanation}\n因此，正确答案是{letter}。"
 _CONCLUSION_RE = re.compile(r"(故选|故答案为|所以选|所以答案[为是]|答案[为是])[:：]?\s*[A-E]+\s*[。.．]?\s*$")
 
 
+class TemplateError(UserError, ValueError):
+    """A tokenizer whose chat template cannot mark the assistant tokens (no loss mask possible)."""
+    kind = "data"
+
+
 class RowError(Exception):
+    """A row that cannot be used; counted and reported per source by the caller, not raised further."""
+
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
         self.kind, self.detail = kind, detail
@@ -117,7 +127,7 @@ def mcq(row: dict, fields: dict, style: str) -> list[dict]:
             raise RowError("filtered:no_explanation", "cot needs an explanation of >= 10 characters")
         prompt, reply = MCQ_COT_PROMPT, MCQ_COT_ANSWER.format(explanation=expl, letter=answer)
     else:
-        raise ValueError(f"mcq_style must be plain or cot, got {style!r}")
+        raise ConfigError(f"mcq_style must be plain or cot, got {style!r}")
     return [{"role": "user", "content": prompt.format(question=question, options=opts)},
             {"role": "assistant", "content": reply}]
 
@@ -156,8 +166,8 @@ def normalise_rows(rows: Iterable[tuple[str, dict]], src) -> Iterator[tuple[str,
 def check_template(tokenizer) -> None:
     tpl = getattr(tokenizer, "chat_template", None) or ""
     if "{% generation %}" not in tpl.replace("{%-", "{%").replace("-%}", "%}"):
-        raise ValueError("the tokenizer's chat template has no {% generation %} tags, so assistant tokens "
-                         "cannot be masked; use the template of data_recipes/tokenizer.py")
+        raise TemplateError("the tokenizer's chat template has no {% generation %} tags, so assistant tokens "
+                         "cannot be masked; use the template of data_recipes/tokenizer/")
 
 
 def render(tokenizer, msgs: list[dict]) -> tuple[list[int], list[int]]:

@@ -37,20 +37,21 @@ import json
 import os
 import random
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import ConfigError, load_config, to_dict
-from core.runs import REPO_ROOT, atomic_write_json, sha256_file
+from core.errors import UserError, entrypoint
+from core.runs import REPO_ROOT, atomic_write_json, sha256_file, shared_data_root
 from data_recipes import identity as identity_mod
 from data_recipes import sft_formats as fmt
 
 MIX_DIR = Path(__file__).resolve().parent / "sft_mixes"
 
 
-class MixError(ValueError):
+class MixError(UserError, ValueError):
     """A structural problem with a data recipe or a source file: the run must not start."""
+    kind = "data"
 
 
 @dataclass
@@ -144,10 +145,6 @@ class MixResult:
 
 
 # ---- recipe ---------------------------------------------------------------------------------------
-def shared_data_root() -> Path:
-    return Path(os.environ.get("ZHLLM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-
-
 def resolve_path(p: str, base: Path) -> Path:
     """Absolute as is; else under `base`; else relative to the repository (the demo's own files)."""
     path = Path(os.path.expandvars(p))
@@ -421,6 +418,7 @@ def export_llamafactory(examples: list[Example], out_dir: str | Path, dataset_na
     return atomic_write_json(out_dir / "dataset_info.json", info)
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m data_recipes.sft_mix", description=__doc__.split("\n")[0])
     ap.add_argument("recipe", help="data_recipes/sft_mixes/<name>.yaml or a name")
@@ -429,22 +427,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--export-llamafactory", metavar="DIR", help="write dataset_info.json + data here")
     ap.add_argument("--no-decontam", action="store_true", help="skip decontamination (the report says so)")
     args = ap.parse_args(argv)
-    try:
-        recipe = load_recipe(args.recipe, args.overrides)
-        recipe.decontam.enabled = recipe.decontam.enabled and not args.no_decontam
-        tok = None
-        if args.tokenizer:
-            from core.runs import check_tokenizer_files
-            from transformers import AutoTokenizer
-            if not Path(args.tokenizer).is_dir():
-                raise MixError(f"tokenizer folder not found: {args.tokenizer}")
-            check_tokenizer_files(args.tokenizer)
-            tok = AutoTokenizer.from_pretrained(args.tokenizer)
-        result = load_mix(recipe, tok)
-        examples, report = run_decontam(result)
-    except (MixError, identity_mod.IdentityError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    recipe = load_recipe(args.recipe, args.overrides)
+    recipe.decontam.enabled = recipe.decontam.enabled and not args.no_decontam
+    tok = None
+    if args.tokenizer:
+        if not Path(args.tokenizer).is_dir():
+            raise MixError(f"tokenizer folder not found: {args.tokenizer}")
+        from core.models import load_tokenizer
+        tok = load_tokenizer(args.tokenizer)
+    result = load_mix(recipe, tok)
+    examples, report = run_decontam(result)
     for name, st in result.stats.items():
         print(f"{name:24s} rows {st['rows']:7d}  bad {sum(st['bad'].values()):5d} {st['bad'] or ''}  "
               f"filtered {sum(st['filtered'].values()):6d} {st['filtered'] or ''}  kept {st['kept']:7d}  "

@@ -27,18 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from core.errors import UserError
 from core.runs import REPO_ROOT
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
            ".txt": "txt", ".csv": "csv"}
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A structural problem with the inputs (missing path, wrong column, unreadable file)."""
+    kind = "data"
 
 
 @dataclass
-class SourceConfig:
+class SourceOptions:
     """One entry of `sources:` in a data recipe."""
     name: str = ""            # label in reports (default: path or hub id)
     path: str = ""            # local file, folder or glob ("a/*.jsonl,b/**/*.parquet"), relative to data_root
@@ -79,11 +81,11 @@ def resolve_root(data_root: str) -> Path | None:
     return REPO_ROOT / p
 
 
-def uses_local(src: SourceConfig, data_root: str) -> bool:
+def uses_local(src: SourceOptions, data_root: str) -> bool:
     return bool(src.path) and (bool(data_root) or not src.hub)
 
 
-def source_name(src: SourceConfig) -> str:
+def source_name(src: SourceOptions) -> str:
     return src.name or src.path or src.hub
 
 
@@ -99,7 +101,7 @@ def _detect_format(path: Path, fmt: str) -> str:
                     f"(one of jsonl, json, parquet, txt, csv)")
 
 
-def local_files(src: SourceConfig, data_root: str) -> list[Path]:
+def local_files(src: SourceOptions, data_root: str) -> list[Path]:
     """Every file a local source names, sorted per pattern; a pattern matching nothing is an error."""
     root = resolve_root(data_root)
     files: list[Path] = []
@@ -118,7 +120,7 @@ def local_files(src: SourceConfig, data_root: str) -> list[Path]:
     return files
 
 
-def resolve_inputs(sources: list[SourceConfig], data_root: str) -> list[Input]:
+def resolve_inputs(sources: list[SourceOptions], data_root: str) -> list[Input]:
     if not sources:
         raise DataError("the recipe lists no sources")
     out: list[Input] = []

@@ -20,7 +20,7 @@ from data_recipes.sources import DataError
 
 
 @dataclass
-class TokenizerConfig:
+class TokenizerOptions:
     """The `tokenizer:` section of a data recipe."""
     from_dir: str = ""               # use this tokenizer folder (or a data folder with tokenizer/) instead of training
     vocab_size: int = 32000          # BPE vocab size including the 3 ChatML specials
@@ -41,7 +41,7 @@ def iter_cleaned(parts: list[Path]) -> Iterator[tuple[int, str]]:
                 i += 1
 
 
-def _train_texts(parts: list[Path], cfg: TokenizerConfig) -> Iterator[str]:
+def _train_texts(parts: list[Path], cfg: TokenizerOptions) -> Iterator[str]:
     budget = cfg.train_max_chars
     for i, text in iter_cleaned(parts):
         if cfg.heldout_every_docs and i % cfg.heldout_every_docs == 0:
@@ -52,7 +52,7 @@ def _train_texts(parts: list[Path], cfg: TokenizerConfig) -> Iterator[str]:
         yield text
 
 
-def heldout_texts(parts: list[Path], cfg: TokenizerConfig) -> list[str]:
+def heldout_texts(parts: list[Path], cfg: TokenizerOptions) -> list[str]:
     out, n = [], 0
     if not cfg.heldout_every_docs:
         return out
@@ -91,7 +91,7 @@ def load_existing(from_dir: str):
     return tok, p
 
 
-def make_tokenizer(cfg: TokenizerConfig, parts: list[Path], out_dir: Path, log=print) -> dict:
+def make_tokenizer(cfg: TokenizerOptions, parts: list[Path], out_dir: Path, log=print) -> dict:
     """Train or copy the tokenizer into out_dir and return its report."""
     t0 = time.time()
     held = heldout_texts(parts, cfg)

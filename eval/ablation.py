@@ -11,21 +11,21 @@ Run as:
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.benchmarks import load_benchmark
 from core.config import parse_args
+from core.errors import UserError, entrypoint
+from core.results import PROTOCOL_NAMES
 from core.runs import RunError, atomic_write_json, atomic_write_text
 from eval.compare import compare
-from eval.data import BenchmarkDataError, load_benchmark
 from eval.run import EvalConfig, evaluate, select_questions
 
 
 @dataclass
 class AblationConfig(EvalConfig):
-    protocols: list[str] = field(default_factory=lambda: ["base-5shot-logits", "chat-0shot-gen",
-                                                          "chat-0shot-cot", "steel-compat"])  # in table order
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOL_NAMES))  # in table order
 
 
 def run_ablation(cfg: AblationConfig, backend=None, quiet: bool = False) -> dict:
@@ -38,7 +38,7 @@ def run_ablation(cfg: AblationConfig, backend=None, quiet: bool = False) -> dict
         sub.protocol = name
         try:
             r = evaluate(sub, backend=backend, quiet=quiet)
-        except (RunError, ValueError) as e:   # e.g. a base model without a chat template
+        except UserError as e:   # e.g. a base model without a chat template: a row saying so
             rows.append({"protocol": name, "error": str(e)})
             paths.append(None)
             continue
@@ -106,13 +106,10 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> dict:
     cfg, _ = parse_args(AblationConfig, argv, prog="eval.ablation")
-    try:
-        return run_ablation(cfg)
-    except (RunError, BenchmarkDataError, ValueError) as e:
-        print(f"ablation error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    return run_ablation(cfg)
 
 
 if __name__ == "__main__":

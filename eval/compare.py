@@ -1,6 +1,6 @@
 """Paired significance test between two eval results on the questions both answered.
 
-Reads the two result JSONs and their predictions files, joins on question id (the gold answer
+Reads the two result JSONs (checked against core/results.py) and their predictions files, joins on question id (the gold answer
 must agree), and reports both accuracies on the shared questions, an exact McNemar test on the
 questions only one of them got right, and a paired bootstrap CI of the accuracy difference.
 
@@ -12,26 +12,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from core.errors import UserError, entrypoint
+from core.results import load_result
 from core.runs import atomic_write_json
 from eval.metrics import mcnemar, paired_bootstrap
 
 
-class CompareError(ValueError):
-    pass
+class CompareError(UserError, ValueError):
+    """Two results that cannot be compared, or a missing or broken predictions file."""
+    kind = "compare"
 
 
-def load_result(path: str | Path) -> tuple[dict, dict[str, dict]]:
+def load_with_predictions(path: str | Path) -> tuple[dict, dict[str, dict]]:
     """(result JSON, {question id: predictions line})."""
     path = Path(path)
     if not path.is_file():
         raise CompareError(f"result not found: {path}")
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CompareError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    result = load_result(path)
     pred = path.parent / result.get("predictions", "")
     if not pred.is_file():
         raise CompareError(f"{path}: its predictions file {pred} is missing")
@@ -49,8 +48,8 @@ def load_result(path: str | Path) -> tuple[dict, dict[str, dict]]:
 def compare(a_path, b_path, samples: int = 10000, seed: int = 0, ids: set[str] | None = None) -> dict:
     """`ids`: restrict to these questions (a predictions file may hold more, e.g. from a run
     without LIMIT)."""
-    ra, pa = load_result(a_path)
-    rb, pb = load_result(b_path)
+    ra, pa = load_with_predictions(a_path)
+    rb, pb = load_with_predictions(b_path)
     if ids is not None:
         pa = {k: v for k, v in pa.items() if k in ids}
         pb = {k: v for k, v in pb.items() if k in ids}
@@ -87,6 +86,7 @@ def report(c: dict) -> str:
         f"  same prediction on {100 * c['same_prediction']:.1f}% of shared questions"])
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m eval.compare", description=__doc__.split("\n")[0])
     ap.add_argument("a")
@@ -95,11 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the comparison here")
     args = ap.parse_args(argv)
-    try:
-        c = compare(args.a, args.b, args.samples, args.seed)
-    except CompareError as e:
-        print(f"compare error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    c = compare(args.a, args.b, args.samples, args.seed)
     print(report(c))
     if args.json:
         atomic_write_json(args.json, c)

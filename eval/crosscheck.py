@@ -14,7 +14,6 @@ Run as:
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from core.config import parse_args
-from core.runs import RunError, atomic_write_json
+from core.benchmarks import load_benchmark
+from core.config import ConfigError, parse_args
+from core.errors import entrypoint
+from core.runs import atomic_write_json
 from eval.backends.hf import bos_ids, load_tokenizer
-from eval.data import BenchmarkDataError, load_benchmark
 from eval.protocols import get_protocol
 from eval.run import EvalConfig, describe_model, evaluate, output_dir, select_questions
 
@@ -96,7 +96,7 @@ def lmeval_predictions(model, tasks: list[str], include_path: Path, n_shots: int
 
 def crosscheck(cfg: CrosscheckConfig) -> dict:
     if cfg.protocol != "base-5shot-logits":
-        raise ValueError("the cross-check compares base-5shot-logits (lm-eval's few-shot multiple choice)")
+        raise ConfigError("the cross-check compares base-5shot-logits (lm-eval's few-shot multiple choice)")
     protocol = get_protocol(cfg.protocol)
     t0 = time.time()
     ours = evaluate(cfg)
@@ -136,13 +136,10 @@ def crosscheck(cfg: CrosscheckConfig) -> dict:
     return res
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> dict:
     cfg, _ = parse_args(CrosscheckConfig, argv, prog="eval.crosscheck")
-    try:
-        return crosscheck(cfg)
-    except (RunError, BenchmarkDataError, ValueError) as e:
-        print(f"crosscheck error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    return crosscheck(cfg)
 
 
 if __name__ == "__main__":

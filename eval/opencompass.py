@@ -22,14 +22,14 @@ import csv
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.benchmarks import load_benchmark
 from core.config import parse_args
+from core.errors import entrypoint
 from core.runs import REPO_ROOT, RunError, atomic_write_json
-from eval.data import BenchmarkDataError, load_benchmark
 from eval.run import EvalConfig, describe_model, output_dir, select_questions
 
 
@@ -143,7 +143,10 @@ def run_opencompass(cfg: OpenCompassConfig) -> dict:
     cmd = [str(exe), str(conf), "-w", str(work), "--max-num-workers", "1", "--hf-num-gpus", str(gpus)]
     print("running:", " ".join(cmd), flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=cfg.timeout_s)
+    try:
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=cfg.timeout_s)
+    except subprocess.TimeoutExpired as e:
+        raise RunError(f"{e} (timeout_s={cfg.timeout_s}; its files are in {tmp})") from None
     (tmp / "opencompass.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     summary = read_summary(work)
     per = {s: summary.get(f"{bench.spec.name}-{s}") for s in hints}
@@ -178,13 +181,10 @@ def run_opencompass(cfg: OpenCompassConfig) -> dict:
     return res
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> dict:
     cfg, _ = parse_args(OpenCompassConfig, argv, prog="eval.opencompass")
-    try:
-        return run_opencompass(cfg)
-    except (RunError, BenchmarkDataError, ValueError, subprocess.TimeoutExpired) as e:
-        print(f"opencompass error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    return run_opencompass(cfg)
 
 
 if __name__ == "__main__":

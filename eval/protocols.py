@@ -18,8 +18,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 
+from core.benchmarks import LETTERS, BenchmarkDataError, BenchSpec, Question
+from core.config import ConfigError
+from core.results import PROTOCOL_NAMES
+from core.runs import RunError
 from eval import steel
-from eval.data import LETTERS, BenchSpec, Question
 from eval.extract import extract_choice
 
 
@@ -57,11 +60,13 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
              label="STEEL-COMPAT: reproduces Steel-LLM's published protocol incl. its forced-choice fallback "
                    "(CMMLU: random letter, seeded; C-Eval: closest option). Not comparable to our other protocols."),
 ]}
+# The result contract (core/results.py) names the protocols a result may carry: exactly these.
+assert tuple(PROTOCOLS) == PROTOCOL_NAMES, f"eval/protocols.py {tuple(PROTOCOLS)} != core.results {PROTOCOL_NAMES}"
 
 
 def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]
 
 
@@ -92,7 +97,7 @@ def subject_names(spec: BenchSpec, subjects: dict, subject: str) -> dict:
 
 def fewshot_prefix(spec: BenchSpec, names: dict, shots: list[Question], n_shots: int) -> str:
     if len(shots) < n_shots:
-        raise ValueError(f"{spec.name}/{shots[0].subject if shots else '?'}: {n_shots} shots needed, "
+        raise BenchmarkDataError(f"{spec.name}/{shots[0].subject if shots else '?'}: {n_shots} shots needed, "
                          f"{len(shots)} in {spec.shot_split}")
     head = spec.instruction.format(**names)
     return head + "".join(question_block(s, spec.answer_prefix, s.answer) + "\n\n" for s in shots[:n_shots])
@@ -115,7 +120,7 @@ def chat_messages(protocol: Protocol, spec: BenchSpec, names: dict, q: Question)
 
 def render_chat(tokenizer, messages: list[dict]) -> str:
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("this model's tokenizer has no chat template; chat protocols need one "
+        raise RunError("this model's tokenizer has no chat template; chat protocols need one "
                          "(use base-5shot-logits for a base model)")
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

@@ -15,15 +15,18 @@ Run as:
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.benchmarks import BenchSpec, group_members, load_benchmark
 from core.config import parse_args, to_dict
+from core.errors import entrypoint
+from core.results import RESULT_SCHEMA_VERSION, check_result, result_file_names, subset_label
 from core.runs import RunError, RunOptions, atomic_write_json, git_info, now_iso, resolve_model_dir, sha256_file
-from eval.data import BenchmarkDataError, BenchSpec, group_members, load_benchmark
 from eval.metrics import accuracy, bootstrap_ci, group_accuracy
 from eval.protocols import build_prompt, get_protocol, parse_answer
 
@@ -56,8 +59,8 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
 
 
-def count_params(model_dir: Path) -> int | None:
-    """Parameters from safetensors headers (no weights loaded)."""
+def params_from_safetensors(model_dir: Path) -> int | None:
+    """Parameters of a model folder, read from its safetensors headers (no weights loaded)."""
     try:
         from safetensors import safe_open
     except ImportError:  # pragma: no cover
@@ -87,7 +90,7 @@ def describe_model(model: str) -> tuple[Path, dict]:
     rec = {"name": name, "path": str(path),
            "run": str(run_dir) if run_dir else None,
            "manifest_sha256": sha256_file(run_dir / "manifest.json") if run_dir else None,
-           "params": count_params(path) if path.is_dir() else None}
+           "params": params_from_safetensors(path) if path.is_dir() else None}
     return path, rec
 
 
@@ -148,7 +151,6 @@ def read_predictions(path: Path, protocol_tag: str, key: str) -> dict[str, dict]
 
 
 def _append(path: Path, rows: list[dict]) -> None:
-    import os
     with open(path, "a", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -167,8 +169,7 @@ def evaluate(cfg: EvalConfig, backend=None, quiet: bool = False) -> dict:
     model_path, rec = describe_model(cfg.model)
     out = output_dir(cfg, rec)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{bench.spec.name}.{protocol.name}"
-    result_path, pred_path = out / f"{stem}.json", out / f"{stem}.predictions.jsonl"
+    result_path, pred_path = (out / name for name in result_file_names(bench.spec.name, protocol.name))
     tag, key = f"{protocol.name}@{protocol.version}", model_key(rec)
     if result_path.exists():
         result_path.unlink()     # re-derived below; a stale result must not outlive a changed run
@@ -211,36 +212,43 @@ def evaluate(cfg: EvalConfig, backend=None, quiet: bool = False) -> dict:
         done.update(_score(cfg, protocol, bench, backend, todo_by_subject, prompts, pred_path, tag, key, quiet))
     t_model = time.time() - t0
 
+    result = build_result(cfg, bench, protocol, questions, done, rec, getattr(backend, "name", cfg.backend),
+                          pred_path.name, t_model)
+    check_result(result, str(result_path))   # the contract the leaderboard reads with (core/results.py)
+    atomic_write_json(result_path, result)
+    say(summary(result))
+    say(f"wrote {result_path}")
+    return result
+
+
+def build_result(cfg: EvalConfig, bench, protocol, questions: list, done: dict[str, dict], rec: dict,
+                 backend_name: str, predictions: str, elapsed_s: float) -> dict:
+    """The result file's content (core/results.py checks it) from the predictions lines (`done`,
+    by question id) of the evaluated questions."""
     rows = [done[q.id] for q in questions]
     correct = [bool(r["correct"]) for r in rows]
     subj = [q.subject for q in questions]
     micro, macro, per = accuracy(correct, subj)
     for s, v in per.items():
         v["category"] = bench.subjects[s][2]
-    groups = group_members(bench)
-    result = {
-        "schema_version": 1, "benchmark": bench.spec.name, "benchmark_version": bench.spec.version,
-        "split": bench.spec.split, "data_source": bench.data_source,
-        # A LIMIT or subject list is not the benchmark: "+partial" keeps it off like-for-like tables.
-        "subset": bench.subset if cfg.limit <= 0 and not cfg.subjects else f"{bench.subset}+partial",
-        "partial": cfg.limit > 0 or bool(cfg.subjects),
+    partial = cfg.limit > 0 or bool(cfg.subjects)   # a LIMIT or subject list is not the benchmark
+    return {
+        "schema_version": RESULT_SCHEMA_VERSION, "benchmark": bench.spec.name,
+        "benchmark_version": bench.spec.version, "split": bench.spec.split, "data_source": bench.data_source,
+        "subset": subset_label(bench.subset, partial), "partial": partial,
         "n_subjects": len(per), "n_questions": len(rows),
         "n_unparsed": sum(1 for r in rows if r.get("pred") is None),
         "n_fallback": sum(1 for r in rows if r.get("fallback")),
         "protocol": {**protocol.record(), "shots": protocol.shots},
-        "model": rec, "backend": getattr(backend, "name", cfg.backend),
+        "model": rec, "backend": backend_name,
         "acc_micro": micro, "acc_macro": macro,
         "ci95": bootstrap_ci(correct, subj, cfg.bootstrap_samples, cfg.seed),
-        "per_subject": per, "per_category": group_accuracy(per, groups),
+        "per_subject": per, "per_category": group_accuracy(per, group_members(bench)),
         "git_sha": git_info().get("git_sha"), "date": now_iso(),
-        "predictions": pred_path.name, "notes": bench.notes,
-        "limit_per_subject": cfg.limit or None, "elapsed_s": round(t_model, 2),
+        "predictions": predictions, "notes": bench.notes,
+        "limit_per_subject": cfg.limit or None, "elapsed_s": round(elapsed_s, 2),
         "config": {k: v for k, v in to_dict(cfg).items() if k not in ("bench", "run")},
     }
-    atomic_write_json(result_path, result)
-    say(summary(result))
-    say(f"wrote {result_path}")
-    return result
 
 
 def _make_backend(cfg: EvalConfig, model_path):
@@ -295,13 +303,10 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> dict:
     cfg, _ = parse_args(EvalConfig, argv, prog="eval.run")
-    try:
-        return evaluate(cfg)
-    except (RunError, BenchmarkDataError, ValueError) as e:
-        print(f"eval error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    return evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ import hashlib
 import random
 import re
 
-LETTERS = ("A", "B", "C", "D")
+from core.benchmarks import LETTERS
+from core.config import ConfigError
+
 SYSTEM = "You are a helpful assistant."
 
 
@@ -123,4 +125,4 @@ def extract(kind: str, reply: str, question, seed: int) -> tuple[str, str | None
         return extract_cmmlu(reply, seed, question.id)
     if kind == "qwen-ceval":
         return extract_qwen_ceval(reply, question.question, question.choices)
-    raise ValueError(f"unknown steel_extractor {kind!r} (qwen-ceval | cmmlu)")
+    raise ConfigError(f"unknown steel_extractor {kind!r} (qwen-ceval | cmmlu)")

@@ -1,7 +1,7 @@
 """Build the leaderboard and report cards from eval result files and published baselines.
 
 Reads every `runs/**/eval/<bench>.<protocol>.json` and `runs/eval/<model>/*.json` (the result
-schema in eval/), the run manifests and decontamination reports of their lineages, and
+contract in core/results.py, which eval/ writes with), the run manifests and decontamination reports of their lineages, and
 leaderboard/baselines.yaml; writes `runs/leaderboard/` in one swap (leaderboard.md, leaderboard.json,
 index.html, report.md, plots/*.png|svg). Our runs are ranked only against rows measured with the same
 protocol on the same benchmark subset; published numbers with other or unknown protocols get tables
@@ -24,12 +24,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.config import parse_args
+from core.errors import UserError, entrypoint
+from core.results import PROTOCOL_NAMES, SchemaError
 from core.runs import REPO_ROOT, atomic_write_text, now_iso
 
+from leaderboard.baselines import load_baselines
 from leaderboard.collect import build_tables, load_results, our_rows
 from leaderboard.render import render_html, render_markdown
 from leaderboard.report import render_report, report_cards
-from leaderboard.schema import KNOWN_PROTOCOLS, SchemaError, load_baselines
 
 
 @dataclass
@@ -50,12 +52,12 @@ class LeaderboardConfig:
     strict: bool = False                             # any skipped input is an error and nothing is written
     plots: bool = True                               # write the PNG/SVG plots (matplotlib)
     print_table: bool = True                         # print leaderboard.md when done
-    known_protocols: list[str] = field(default_factory=lambda: list(KNOWN_PROTOCOLS))  # eval protocol names
+    known_protocols: list[str] = field(default_factory=lambda: list(PROTOCOL_NAMES))  # eval protocol names
     cost: CostConfig = field(default_factory=CostConfig)
 
 
-class BuildError(RuntimeError):
-    """strict=1 and some input was skipped, or the baselines file is broken."""
+class BuildError(UserError, RuntimeError):
+    """The baselines file is broken (printed as `error: baselines: ...`, exit code 2)."""
 
 
 def _baselines_path(p: str) -> Path:
@@ -128,6 +130,7 @@ def write_outputs(board: dict, cfg: LeaderboardConfig, out: Path) -> Path:
     return out
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> int:
     cfg, _ = parse_args(LeaderboardConfig, argv, prog="leaderboard.build")
     warnings: list[str] = []
@@ -137,11 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'error' if cfg.strict else 'warning'}: {msg}", file=sys.stderr)
 
     out = Path(cfg.out) if cfg.out else Path(cfg.runs_root) / "leaderboard"
-    try:
-        board = build(cfg, warn)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    board = build(cfg, warn)
     if cfg.strict and warnings:
         print(f"error: strict=1 and {len(warnings)} input(s) were skipped or inconsistent (listed above); "
               f"nothing written to {out}", file=sys.stderr)

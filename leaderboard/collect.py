@@ -10,9 +10,10 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from core.results import SchemaError, load_result
 from core.runs import RunError, lineage
 
-from leaderboard.schema import SchemaError, load_result, source_label
+from leaderboard.baselines import source_label
 
 HEADLINE = ("ceval", "cmmlu")  # the two columns every table leads with
 BENCH_LABELS = {"ceval": "C-Eval", "cmmlu": "CMMLU", "demo": "demo (built-in)"}

@@ -10,10 +10,8 @@ scheduler, data loader, RNG and step, written so that a half-written checkpoint 
 Everything is written into `.tmp-step_000500/`, then rank 0 renames it to `step_000500/` (one
 atomic rename). `latest()` only accepts `step_*` folders holding trainer_state.json, so a write
 killed at any point leaves the previous checkpoint as the latest; the leftover `.tmp-*` folder is
-removed by the next save. Only the last `keep_last` checkpoints are kept.
-
-Fault injection for the reliability tests: ZHLLM_FAULT_KILL_IN_CHECKPOINT=<step> SIGKILLs the
-process after the DCP shards of that step are written and before the rename.
+removed by the next save. Only the last `keep_last` checkpoints are kept. (The reliability tests
+kill a run in the middle of this write: tests/pretrain_faults.py.)
 """
 from __future__ import annotations
 
@@ -22,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import warnings
 from pathlib import Path
 
@@ -35,7 +32,6 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from core.runs import RunError, atomic_write_json
 
 STATE_FILE = "trainer_state.json"
-
 
 
 @contextlib.contextmanager
@@ -101,8 +97,6 @@ def save(root: Path, step: int, model, optimizer, trainer_state: dict, loader, r
     _barrier()
     if rank == 0:
         loader.save(tmp)
-        if os.environ.get("ZHLLM_FAULT_KILL_IN_CHECKPOINT") == str(step):
-            os.kill(os.getpid(), signal.SIGKILL)
         atomic_write_json(tmp / STATE_FILE, trainer_state)
         os.replace(tmp, final)
         _fsync_dir(root)

@@ -33,6 +33,7 @@ from data_recipes.shards import open_shards
 
 class DataStateError(RunError):
     """Shards that do not match the checkpoint, duplicate shards, incompatible sources."""
+    kind = "data"
 
 
 def _permutation(seed: int, epoch: int, n: int, salt: int = 0) -> np.ndarray:

@@ -18,48 +18,47 @@ Parallelism: with one process there is no process group and no FSDP wrapper (the
 fastest there and checkpoints are the same DCP format); with more, `fully_shard` wraps every decoder
 block and then the root, gloo on CPU and nccl on GPU. Precision `auto` is bf16 on GPU (FSDP
 MixedPrecisionPolicy, fp32 gradients reduction; autocast without FSDP) and fp32 on CPU; `bf16` on
-CPU uses autocast.
+CPU uses autocast. On a CPU shared with other processes set OMP_WAIT_POLICY=PASSIVE before starting
+(the Makefile and the tests do): with spinning OpenMP waits, 2 threads on 2 busy cores ran a
+debug-size step 8x slower (1.67 s vs 0.17 s measured); passive waits cost ~nothing alone.
 """
 from __future__ import annotations
-
-import os
-
-# Before torch loads OpenMP: with spinning waits, 2 threads on 2 cores shared with other processes
-# ran a debug-size step 8x slower (1.67 s vs 0.17 s measured); passive waits cost ~nothing alone.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import contextlib
 import json
 import math
-import signal
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from core.config import ConfigError, parse_args, recipe_name, to_dict
+from core.config import parse_args, recipe_name, to_dict
+from core.errors import UserError, entrypoint
 from core.log import StepLogger, plot_metrics, read_metrics
-from core.runs import (Run, RunError, RunOptions, atomic_write_text, read_manifest, sha256_file,
-                       tokenizer_hash)
+from core.models import build_model, count_parameters, load_tokenizer, save_hf
+from core.runs import Run, RunOptions, read_manifest, sha256_file, tokenizer_hash
 from pretrain import checkpoint as ckpt_lib
 from pretrain.data import BlockLoader
 from pretrain.mfu import peak_flops
-from pretrain.model import (build_model, count_params, flops_per_token, linear_cross_entropy, model_config,
-                           release_loss_buffers)
+from pretrain.model import flops_per_token, linear_cross_entropy, model_config, release_loss_buffers
+from pretrain.resume import open_run, truncate_jsonl
+from pretrain.trackers import Trackers
 
 
 @dataclass
-class DataSection:
+class DataOptions:
     path: str = "runs/data/demo"        # data folder written by `make data` (tokenizer/ + shards/)
     seq_len_tokens: int = 256           # tokens per training sequence (blocks are seq_len + 1 tokens)
     seed: int = 0                       # seed of the block permutation (per epoch)
 
 
 @dataclass
-class ModelSection:
+class ModelOptions:
     size: str = "debug"                 # debug | small_0p1b | base_0p5b | steel_1b (pretrain/model.py SIZES)
     ffn: str = "swiglu"                 # swiglu | double_swiglu | soft_moe
     se_reduction: int = 4               # double_swiglu: bottleneck width = hidden / se_reduction
@@ -73,7 +72,7 @@ class ModelSection:
 
 
 @dataclass
-class OptimSection:
+class OptimOptions:
     lr: float = 3e-4                    # peak learning rate
     min_lr_ratio: float = 0.1           # cosine floor as a fraction of lr
     warmup_steps: int = 100             # linear warmup from 0 to lr
@@ -85,7 +84,7 @@ class OptimSection:
 
 
 @dataclass
-class TrainSection:
+class TrainOptions:
     max_steps: int = 1000               # optimizer steps
     batch_size_tokens: int = 65536      # global batch in tokens (all ranks, all micro-steps)
     micro_batch_size: int = 8           # sequences per rank per forward; accumulation fills the rest
@@ -101,7 +100,7 @@ class TrainSection:
 
 
 @dataclass
-class LoggingSection:
+class LoggingOptions:
     wandb: bool = False                 # log to Weights & Biases (needs `pip install wandb`)
     wandb_project: str = "zhllm-kit"
     tensorboard: bool = False           # write TensorBoard events to <run>/tb
@@ -109,26 +108,20 @@ class LoggingSection:
 
 @dataclass
 class PretrainConfig:
-    data: DataSection = field(default_factory=DataSection)
-    model: ModelSection = field(default_factory=ModelSection)
-    optim: OptimSection = field(default_factory=OptimSection)
-    train: TrainSection = field(default_factory=TrainSection)
-    logging: LoggingSection = field(default_factory=LoggingSection)
+    data: DataOptions = field(default_factory=DataOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    logging: LoggingOptions = field(default_factory=LoggingOptions)
     run: RunOptions = field(default_factory=RunOptions)
     resume: str = ""                    # "" | auto (latest checkpoint of run.name, if any) | <run or checkpoint dir>
     add_data: list[str] = field(default_factory=list)  # data folders added on resume
     export: bool = True                 # write model/ (HF) at the end
 
 
-# Keys that may differ between a checkpoint and the command that resumes it.
-RESUME_MAY_CHANGE = ("resume", "add_data", "export", "logging.", "run.", "train.log_every_steps",
-                     "train.save_every_steps", "train.keep_last_checkpoints", "train.compile",
-                     "train.activation_checkpointing", "train.cpu_threads", "train.trace_blocks",
-                     "train.micro_batch_size", "model.attn_implementation")
-
-
-class Fail(Exception):
-    """An error to report in one line and exit with (bad config, data or checkpoint)."""
+class PretrainError(UserError):
+    """A bad config, data folder or checkpoint for this run: one line on stderr, exit code 2."""
+    kind = "pretrain"
 
 
 # ---- setup -------------------------------------------------------------------------------------
@@ -139,7 +132,7 @@ class Dist:
     device: torch.device
 
 
-def setup_distributed(train: TrainSection) -> Dist:
+def setup_distributed(train: TrainOptions) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -153,50 +146,7 @@ def setup_distributed(train: TrainSection) -> Dist:
     return Dist(rank=dist.get_rank() if world > 1 else 0, world=world, device=device)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def check_config_matches(cfg: PretrainConfig, saved: dict, ckpt: Path) -> None:
-    now, then = _flat(to_dict(cfg)), _flat(saved)
-    diffs = [f"{k}: checkpoint {then.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(now) | set(then))
-             if not k.startswith(RESUME_MAY_CHANGE) and now.get(k) != then.get(k)]
-    if diffs:
-        raise Fail(f"config does not match checkpoint {ckpt}: " + "; ".join(diffs) +
-                   ". Resume with the checkpoint's settings or start a new run (run.name=...).")
-
-
-def resolve_run(cfg: PretrainConfig, recipe: str) -> tuple[Path, Path | None]:
-    """(run folder, checkpoint to resume from or None). Rank 0 only."""
-    if cfg.resume in ("", "auto"):
-        if cfg.resume == "auto" and not cfg.run.name:
-            raise Fail("resume=auto needs run.name=<run> (the run folder to continue)")
-        run = Run.create("pretrain", recipe, cfg.run, resume=cfg.resume == "auto").path
-        ckpt = ckpt_lib.latest(run / "checkpoints")
-        if cfg.resume == "" and ckpt is not None:
-            raise Fail(f"{run} already has checkpoints; pass resume=auto to continue it, or another run.name")
-    else:
-        p = Path(cfg.resume)
-        if (p / ckpt_lib.STATE_FILE).is_file():
-            run, ckpt = p.parent.parent, p
-        elif p.is_dir():
-            run, ckpt = p, ckpt_lib.latest(p / "checkpoints")
-            if ckpt is None:
-                raise Fail(f"resume={p}: no complete checkpoint under {p}/checkpoints")
-        else:
-            raise Fail(f"resume={p}: neither a run folder nor a checkpoint folder")
-    if (run / "manifest.json").is_file():
-        raise Fail(f"{run} is a finished run (manifest.json exists); start a new run instead")
-    return run, ckpt
-
-
-def lr_lambda(opt: OptimSection, max_steps: int):
+def lr_lambda(opt: OptimOptions, max_steps: int):
     def f(step: int) -> float:
         if step < opt.warmup_steps:
             return (step + 1) / opt.warmup_steps
@@ -206,7 +156,7 @@ def lr_lambda(opt: OptimSection, max_steps: int):
     return f
 
 
-def make_optimizer(model, opt: OptimSection, fused: bool) -> torch.optim.Optimizer:
+def make_optimizer(model, opt: OptimOptions, fused: bool) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
@@ -231,60 +181,14 @@ def shard_model(model, d: Dist, bf16: bool):
     return model
 
 
-class Trackers:
-    """Optional W&B / TensorBoard (off by default; imported only when switched on)."""
-
-    @staticmethod
-    def check_installed(cfg: PretrainConfig) -> None:
-        """Before any work, on every rank: a missing package is a clear error, not a hang later."""
-        import importlib.util
-        for on, module in ((cfg.logging.wandb, "wandb"), (cfg.logging.tensorboard, "tensorboard")):
-            if on and importlib.util.find_spec(module) is None:
-                raise Fail(f"{module} is not installed (logging.{module}=true): .venv/bin/pip install -e '.[tracking]'")
-
-    def __init__(self, cfg: PretrainConfig, run_path: Path, enabled: bool):
-        self.wandb = self.tb = None
-        if not enabled:
-            return
-        if cfg.logging.wandb:
-            import wandb
-            self.wandb = wandb.init(project=cfg.logging.wandb_project, name=run_path.name, config=to_dict(cfg),
-                                    dir=str(run_path), resume="allow", id=run_path.name)
-        if cfg.logging.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_path / "tb"))
-
-    def log(self, step: int, metrics: dict) -> None:
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
-        if self.tb is not None:
-            for k, v in metrics.items():
-                self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _truncate_jsonl(path: Path, last_step: int) -> None:
-    """After a resume from `last_step`, drop rows logged past it by the interrupted process."""
-    if path.is_file():
-        rows = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
 # ---- main --------------------------------------------------------------------------------------
+@entrypoint
 def main(argv: list[str] | None = None) -> Path:
     cfg, recipe = parse_args(PretrainConfig, argv, prog="pretrain.train")
     threads = torch.get_num_threads()
     d = setup_distributed(cfg.train)
     try:
         return train(cfg, recipe_name(recipe, "pretrain"), d)
-    except (Fail, RunError, ConfigError) as e:
-        print(f"pretrain: error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(f"pretrain: error: {e}") from None
     finally:
         torch.set_num_threads(threads)  # called in-process (tests, benchmark): leave the caller as it was
         if dist.is_initialized():
@@ -292,67 +196,115 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
-    from transformers import AutoTokenizer
+    """The whole run, one named phase per line."""
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    is_main = d.rank == 0
     Trackers.check_installed(cfg)
-    data_dir = Path(cfg.data.path)
+    data = check_data_folder(Path(cfg.data.path))
+    run, ckpt, state = open_run(cfg, recipe, d.rank, d.world)
+    s = build(cfg, d, data, run)
+    restore(s, ckpt, state)
+    if d.rank == 0:
+        announce(s, recipe, ckpt)
+    train_loop(s)
+    if cfg.export:
+        export(s)
+    if d.world > 1:
+        dist.barrier()
+    if d.rank == 0:
+        finish(s, recipe)
+    return run.path
+
+
+# ---- phases ------------------------------------------------------------------------------------
+@dataclass
+class DataFolder:
+    """A checked data folder (data_recipes/shards.py): shards, tokenizer and manifest."""
+    path: Path
+    tokenizer_dir: Path
+    manifest: dict
+
+
+@dataclass
+class Batches:
+    """How one optimizer step's global batch splits: ranks x accumulation micro-steps x sequences."""
+    seq: int                            # tokens per sequence
+    global_seqs: int                    # sequences per step, all ranks
+    micro: int                          # sequences per forward
+    accum: int                          # micro-steps per optimizer step
+
+    @property
+    def global_tokens(self) -> int:
+        return self.global_seqs * self.seq
+
+
+@dataclass
+class Session:
+    """What the phases of one run share (no trainer class: `train_loop` reads top to bottom)."""
+    cfg: PretrainConfig
+    d: Dist
+    data: DataFolder
+    run: Run
+    hf_config: Any
+    batches: Batches
+    bf16: bool
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    autocast: Any
+    n_params: int
+    n_blocks: int
+    loader: BlockLoader | None = None
+    step: int = 0
+    tokens_seen: int = 0
+    peak_flops: dict = field(default_factory=dict)   # {"value", "source"} of the MFU denominator
+
+
+def check_data_folder(data_dir: Path) -> DataFolder:
+    """A finished data folder whose tokenizer is still the one its shards were made with."""
     if not (data_dir / "manifest.json").is_file():
-        raise Fail(f"data folder not found or unfinished: {data_dir} (no manifest.json); run `make data` first")
+        raise PretrainError(f"data folder not found or unfinished: {data_dir} (no manifest.json); run `make data` first")
     tok_dir = data_dir / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
-        raise Fail(f"tokenizer missing: {tok_dir}/tokenizer.json (the data folder must hold the tokenizer "
-                   f"its shards were made with)")
-    data_manifest = read_manifest(data_dir)
-    recorded = data_manifest.get("tokenizer_sha256")
+        raise PretrainError(f"tokenizer missing: {tok_dir}/tokenizer.json (the data folder must hold the tokenizer "
+                            f"its shards were made with)")
+    manifest = read_manifest(data_dir)
+    recorded = manifest.get("tokenizer_sha256")
     if recorded and tokenizer_hash(tok_dir) != recorded:
-        raise Fail(f"tokenizer changed: {tok_dir} no longer matches the tokenizer_sha256 in "
-                   f"{data_dir}/manifest.json, so the shards' token ids would be misread")
+        raise PretrainError(f"tokenizer changed: {tok_dir} no longer matches the tokenizer_sha256 in "
+                            f"{data_dir}/manifest.json, so the shards' token ids would be misread")
+    return DataFolder(data_dir, tok_dir, manifest)
 
-    # Rank 0 picks (or creates) the run folder; everyone uses its answer.
-    picked = [None]
-    if is_main:
-        try:
-            picked = [resolve_run(cfg, recipe)]
-        except (Fail, RunError) as e:
-            picked = [e]
-    if d.world > 1:
-        dist.broadcast_object_list(picked, src=0)
-    if isinstance(picked[0], Exception):
-        raise picked[0]
-    run_path, ckpt = picked[0]
-    state = ckpt_lib.read_state(ckpt) if ckpt else None
-    if state is not None:
-        check_config_matches(cfg, state["config"], ckpt)
-    run = Run(run_path, "pretrain", recipe)
-    if state is not None:
-        run.started = state.get("run_started", run.started)
 
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+def plan_batches(train: TrainOptions, seq: int, world: int) -> Batches:
+    if train.batch_size_tokens % seq:
+        raise PretrainError(f"train.batch_size_tokens={train.batch_size_tokens} is not a multiple of "
+                            f"data.seq_len_tokens={seq}")
+    global_seqs = train.batch_size_tokens // seq
+    if global_seqs % world:
+        raise PretrainError(f"{global_seqs} sequences per step do not split over {world} processes")
+    per_rank = global_seqs // world
+    micro = min(train.micro_batch_size, per_rank)
+    if per_rank % micro:
+        raise PretrainError(f"{per_rank} sequences per process per step are not a multiple of "
+                            f"train.micro_batch_size={micro}")
+    return Batches(seq=seq, global_seqs=global_seqs, micro=micro, accum=per_rank // micro)
+
+
+def build(cfg: PretrainConfig, d: Dist, data: DataFolder, run: Run) -> Session:
+    """Model (seeded), its placement (device, compile, FSDP), autocast, optimizer and schedule."""
+    tokenizer = load_tokenizer(data.tokenizer_dir)
     vocab = -(-len(tokenizer) // cfg.model.vocab_multiple) * cfg.model.vocab_multiple
     hf_config = model_config(cfg.model, vocab, tokenizer.pad_token_id, tokenizer.eos_token_id)
     on_gpu = d.device.type == "cuda"
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and on_gpu)
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
-        raise Fail(f"train.precision must be auto, fp32 or bf16, not {cfg.train.precision!r}")
-
-    seq = cfg.data.seq_len_tokens
-    if cfg.train.batch_size_tokens % seq:
-        raise Fail(f"train.batch_size_tokens={cfg.train.batch_size_tokens} is not a multiple of data.seq_len_tokens={seq}")
-    global_seqs = cfg.train.batch_size_tokens // seq
-    if global_seqs % d.world:
-        raise Fail(f"{global_seqs} sequences per step do not split over {d.world} processes")
-    per_rank = global_seqs // d.world
-    micro = min(cfg.train.micro_batch_size, per_rank)
-    if per_rank % micro:
-        raise Fail(f"{per_rank} sequences per process per step are not a multiple of train.micro_batch_size={micro}")
-    accum = per_rank // micro
-    global_tokens = global_seqs * seq
+        raise PretrainError(f"train.precision must be auto, fp32 or bf16, not {cfg.train.precision!r}")
+    batches = plan_batches(cfg.train, cfg.data.seq_len_tokens, d.world)
 
     model = build_model(hf_config, seed=cfg.train.seed, attn_implementation=cfg.model.attn_implementation)
-    n_params, n_blocks = count_params(model), count_params(model, blocks_only=True)
+    n_params, n_blocks = count_parameters(model), count_parameters(model, blocks_only=True)
     if cfg.train.activation_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.to(d.device)
@@ -366,6 +318,15 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
     # The fused AdamW kernel (CPU and CUDA) is the fastest; sharded CPU params use the foreach one.
     optimizer = make_optimizer(model, cfg.optim, fused=d.world == 1 or on_gpu)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim, cfg.train.max_steps))
+    return Session(cfg=cfg, d=d, data=data, run=run, hf_config=hf_config, batches=batches, bf16=bf16,
+                   model=model, optimizer=optimizer, scheduler=scheduler, autocast=autocast,
+                   n_params=n_params, n_blocks=n_blocks)
+
+
+def restore(s: Session, ckpt: Path | None, state: dict | None) -> None:
+    """The data loader, fresh or from the checkpoint with model, optimizer, schedule, RNG and
+    step; then any data added on this resume."""
+    d = s.d
 
     def hasher(paths):  # every shard is hashed once, by one rank; all ranks get all hashes
         mine = {i: sha256_file(p) for i, p in enumerate(paths) if i % d.world == d.rank}
@@ -375,135 +336,152 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
             mine = {k: v for part in parts for k, v in part.items()}
         return [mine[i] for i in range(len(paths))]
 
-    step, tokens_seen = 0, 0
     if state is None:
-        loader = BlockLoader.fresh(data_dir, seq, cfg.data.seed, hasher)
+        s.loader = BlockLoader.fresh(s.data.path, s.batches.seq, s.cfg.data.seed, hasher)
     else:
-        loader = BlockLoader.load(ckpt, seq, cfg.data.seed, hasher)
-        ckpt_lib.load(ckpt, model, optimizer, d.rank)
-        scheduler.load_state_dict(state["scheduler"])
-        step, tokens_seen = state["step"], state["tokens_seen"]
-    for extra in cfg.add_data:
+        s.loader = BlockLoader.load(ckpt, s.batches.seq, s.cfg.data.seed, hasher)
+        ckpt_lib.load(ckpt, s.model, s.optimizer, d.rank)
+        s.scheduler.load_state_dict(state["scheduler"])
+        s.step, s.tokens_seen = state["step"], state["tokens_seen"]
+    for extra in s.cfg.add_data:
         if state is None:
-            raise Fail("add_data is for resuming a run; for a new run list the data in data.path")
-        added = loader.add_data(extra, step)
-        if is_main:
+            raise PretrainError("add_data is for resuming a run; for a new run list the data in data.path")
+        added = s.loader.add_data(extra, s.step)
+        if d.rank == 0:
             print(f"add_data {extra}: {added} new blocks mixed into the remaining "
-                  f"{len(loader.order) - loader.cursor} of epoch {loader.epoch}")
+                  f"{len(s.loader.order) - s.loader.cursor} of epoch {s.loader.epoch}")
 
-    if is_main:
-        run.write_config(cfg)
-        # Rows past the checkpoint (or any, for a fresh start) were logged by a process that died.
-        _truncate_jsonl(run.path / "metrics.jsonl", step)
-        _truncate_jsonl(run.path / "data_trace.jsonl", step)
-        print(f"pretrain: recipe {recipe} | run {run.path} | data {data_dir} | "
-              f"{'resume from ' + str(ckpt) if ckpt else 'new run'}")
-        print(f"model {cfg.model.size}/{cfg.model.ffn}: {n_params / 1e6:.2f}M params | world {d.world} | "
-              f"{'bf16' if bf16 else 'fp32'} on {d.device.type} | {global_tokens} tokens/step = "
-              f"{d.world} x {accum} x {micro} x {seq} | {loader.num_blocks} blocks")
-    peak, peak_src = peak_flops(d.device, torch.bfloat16 if bf16 else torch.float32)
-    fpt = flops_per_token(hf_config, n_blocks, seq)
-    logger = StepLogger(run.path / "metrics.jsonl" if is_main else None, cfg.train.max_steps, start_step=step,
+
+def announce(s: Session, recipe: str, ckpt: Path | None) -> None:
+    """Rank 0: config.yaml, logs cut back to the checkpoint, and the run's opening lines."""
+    cfg, b = s.cfg, s.batches
+    s.run.write_config(cfg)
+    # Rows past the checkpoint (or any, for a fresh start) were logged by a process that died.
+    truncate_jsonl(s.run.path / "metrics.jsonl", s.step)
+    truncate_jsonl(s.run.path / "data_trace.jsonl", s.step)
+    print(f"pretrain: recipe {recipe} | run {s.run.path} | data {s.data.path} | "
+          f"{'resume from ' + str(ckpt) if ckpt else 'new run'}")
+    print(f"model {cfg.model.size}/{cfg.model.ffn}: {s.n_params / 1e6:.2f}M params | world {s.d.world} | "
+          f"{'bf16' if s.bf16 else 'fp32'} on {s.d.device.type} | {b.global_tokens} tokens/step = "
+          f"{s.d.world} x {b.accum} x {b.micro} x {b.seq} | {s.loader.num_blocks} blocks")
+
+
+def train_loop(s: Session) -> None:
+    """Optimizer steps up to train.max_steps: log, checkpoint; the final checkpoint at the end."""
+    cfg, d, b = s.cfg, s.d, s.batches
+    is_main = d.rank == 0
+    peak, peak_src = peak_flops(d.device, torch.bfloat16 if s.bf16 else torch.float32)
+    s.peak_flops = {"value": peak, "source": peak_src}
+    fpt = flops_per_token(s.hf_config, s.n_blocks, b.seq)
+    logger = StepLogger(s.run.path / "metrics.jsonl" if is_main else None, cfg.train.max_steps, start_step=s.step,
                         stream=sys.stdout if is_main else open(os.devnull, "w"))
-    trackers = Trackers(cfg, run.path, is_main)
-
-    def trainer_state() -> dict:
-        return {"step": step, "tokens_seen": tokens_seen, "scheduler": scheduler.state_dict(),
-                "config": to_dict(cfg), "hf_config": hf_config.to_dict(), "world_size": d.world,
-                "data_path": str(data_dir), "run_started": run.started}
-
-    def save() -> None:
-        if not ckpt_lib.step_dir(run.path / "checkpoints", step).exists():
-            ckpt_lib.save(run.path / "checkpoints", step, model, optimizer, trainer_state(), loader,
-                          d.rank, cfg.train.keep_last_checkpoints)
-
+    trackers = Trackers(cfg, s.run.path, is_main)
     # The loss is taken from the final norm's output by a chunked lm_head + cross-entropy
     # (pretrain.model.linear_cross_entropy): the same value as cross-entropy of fp32-upcast full
     # logits, without materialising them (the biggest cost of a small model's step on CPU). A hook
     # catches the hidden states inside the model's forward, so FSDP's root unshard hooks still run.
     final_hidden = {}
-    model.model.norm.register_forward_hook(lambda _mod, _args, out: final_hidden.__setitem__("h", out))
-    model.train()
-    kill_at = os.environ.get("ZHLLM_FAULT_KILL_AT_STEP")
+    s.model.model.norm.register_forward_hook(lambda _mod, _args, out: final_hidden.__setitem__("h", out))
+    s.model.train()
     t_log, steps_since_log = time.perf_counter(), 0
-    while step < cfg.train.max_steps:
-        ids = loader.next_ids(global_seqs)
-        batch = loader.tokens(ids[d.rank::d.world]).to(d.device, non_blocking=True)
-        loss_sum = torch.zeros((), device=d.device)
-        for k in range(accum):
-            chunk = batch[k * micro:(k + 1) * micro]
-            if d.world > 1:
-                model.set_requires_gradient_sync(k == accum - 1)
-            inputs, targets = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
-            with autocast:
-                model(input_ids=inputs, logits_to_keep=1)  # fills final_hidden; no full logits
-                loss = linear_cross_entropy(final_hidden.pop("h"), model.lm_head.weight, targets)
-            # FSDP averages gradients over ranks; this scale makes the result the global token mean.
-            (loss * (d.world / global_tokens)).backward()
-            loss_sum += loss.detach()
-        max_norm = cfg.optim.grad_clip_norm if cfg.optim.grad_clip_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += global_tokens
+    while s.step < cfg.train.max_steps:
+        ids, loss_sum, grad_norm, lr = train_step(s, final_hidden)
         steps_since_log += 1
-        if d.world > 1:
-            dist.all_reduce(loss_sum)
         if is_main and cfg.train.trace_blocks:
-            with open(run.path / "data_trace.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, "epoch": loader.epoch, "blocks": ids.tolist()}) + "\n")
-        if step % cfg.train.log_every_steps == 0 or step == cfg.train.max_steps or step == 1:
-            loss_val = loss_sum.item() / global_tokens
+            with open(s.run.path / "data_trace.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": s.step, "epoch": s.loader.epoch, "blocks": ids.tolist()}) + "\n")
+        if s.step % cfg.train.log_every_steps == 0 or s.step == cfg.train.max_steps or s.step == 1:
+            loss_val = loss_sum.item() / b.global_tokens
             if not math.isfinite(loss_val):
-                raise Fail(f"loss is {loss_val} at step {step}; lower optim.lr or check the data")
-            if on_gpu:
+                raise PretrainError(f"loss is {loss_val} at step {s.step}; lower optim.lr or check the data")
+            if d.device.type == "cuda":
                 torch.cuda.synchronize()
-            dt = time.perf_counter() - t_log
-            tok_s = steps_since_log * global_tokens / dt
+            tok_s = steps_since_log * b.global_tokens / (time.perf_counter() - t_log)
             metrics = {"loss": loss_val, "lr": lr, "grad_norm": float(grad_norm), "tok_per_s": tok_s,
-                       "mfu": fpt * tok_s / (peak * d.world), "epoch": loader.epoch, "tokens_seen": tokens_seen}
-            logger.step(step, **metrics)
-            trackers.log(step, metrics)
+                       "mfu": fpt * tok_s / (peak * d.world), "epoch": s.loader.epoch,
+                       "tokens_seen": s.tokens_seen}
+            logger.step(s.step, **metrics)
+            trackers.log(s.step, metrics)
             t_log, steps_since_log = time.perf_counter(), 0
-        if step % cfg.train.save_every_steps == 0 or step == cfg.train.max_steps:
-            save()
-        if kill_at == str(step):  # fault injection for the reliability tests
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    save()
+        checkpoint_if_due(s)
+    save_checkpoint(s)
     release_loss_buffers()
     trackers.close()
-    if cfg.export:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if is_main:
-            from pretrain.export import save_hf
-            plain = build_model(hf_config, seed=cfg.train.seed)
-            plain.load_state_dict(full)
-            save_hf(run.path / "model", plain, tok_dir)
+
+
+def train_step(s: Session, final_hidden: dict) -> tuple[Any, torch.Tensor, Any, float]:
+    """One optimizer step over the global batch: (block ids, summed loss of all ranks, grad norm, lr)."""
+    d, b, model = s.d, s.batches, s.model
+    ids = s.loader.next_ids(b.global_seqs)
+    batch = s.loader.tokens(ids[d.rank::d.world]).to(d.device, non_blocking=True)
+    loss_sum = torch.zeros((), device=d.device)
+    for k in range(b.accum):
+        chunk = batch[k * b.micro:(k + 1) * b.micro]
+        if d.world > 1:
+            model.set_requires_gradient_sync(k == b.accum - 1)
+        inputs, targets = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+        with s.autocast:
+            model(input_ids=inputs, logits_to_keep=1)  # fills final_hidden; no full logits
+            loss = linear_cross_entropy(final_hidden.pop("h"), model.lm_head.weight, targets)
+        # FSDP averages gradients over ranks; this scale makes the result the global token mean.
+        (loss * (d.world / b.global_tokens)).backward()
+        loss_sum += loss.detach()
+    clip = s.cfg.optim.grad_clip_norm
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
+    if hasattr(grad_norm, "full_tensor"):
+        grad_norm = grad_norm.full_tensor()
+    lr = s.scheduler.get_last_lr()[0]
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.step += 1
+    s.tokens_seen += b.global_tokens
     if d.world > 1:
-        dist.barrier()
-    if is_main:
-        plot_metrics(run.path / "metrics.jsonl", run.path / "loss.png", keys=("loss", "lr"), title=run.path.name)
-        final = [r for r in read_metrics(run.path / "metrics.jsonl") if "loss" in r]
-        run.finish(parent=str(data_dir), steps=step, tokens_seen=tokens_seen,
-                   data_recipe={"name": data_manifest.get("recipe") or data_dir.name,
-                                "hash": data_manifest.get("content_hash")},
-                   data_sources=loader.sources, tokenizer_sha256=data_manifest.get("tokenizer_sha256"),
-                   model={"size": cfg.model.size, "ffn": cfg.model.ffn, "params": n_params,
-                          "model_type": hf_config.model_type},
-                   world_size=d.world, final_loss=final[-1]["loss"] if final else None,
-                   peak_flops={"value": peak, "source": peak_src},
-                   checkpoint=str(ckpt_lib.latest(run.path / "checkpoints")))
-        print(f"\nrun folder: {run.path}")
-        sft_recipe = "demo" if recipe == "demo" else "<sft recipe>"
-        print(f"next: make sft RECIPE={sft_recipe} INIT={run.path}")
-    return run.path
+        dist.all_reduce(loss_sum)
+    return ids, loss_sum, grad_norm, lr
+
+
+def checkpoint_if_due(s: Session) -> None:
+    """Called once at the end of every step (the reliability tests kill the process right after it)."""
+    if s.step % s.cfg.train.save_every_steps == 0 or s.step == s.cfg.train.max_steps:
+        save_checkpoint(s)
+
+
+def save_checkpoint(s: Session) -> None:
+    if ckpt_lib.step_dir(s.run.path / "checkpoints", s.step).exists():
+        return
+    state = {"step": s.step, "tokens_seen": s.tokens_seen, "scheduler": s.scheduler.state_dict(),
+             "config": to_dict(s.cfg), "hf_config": s.hf_config.to_dict(), "world_size": s.d.world,
+             "data_path": str(s.data.path), "run_started": s.run.started}
+    ckpt_lib.save(s.run.path / "checkpoints", s.step, s.model, s.optimizer, state, s.loader, s.d.rank,
+                  s.cfg.train.keep_last_checkpoints)
+
+
+def export(s: Session) -> None:
+    """model/ (HF folder): the full weights gathered from every rank into a plain CPU model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    full = get_model_state_dict(s.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if s.d.rank == 0:
+        plain = build_model(s.hf_config, seed=s.cfg.train.seed)
+        plain.load_state_dict(full)
+        save_hf(s.run.path / "model", plain, None, tokenizer_dir=s.data.tokenizer_dir, fresh_generation_config=True)
+
+
+def finish(s: Session, recipe: str) -> None:
+    """Rank 0: loss plot, manifest.json (last), and the next command."""
+    cfg, run, dm = s.cfg, s.run, s.data.manifest
+    plot_metrics(run.path / "metrics.jsonl", run.path / "loss.png", keys=("loss", "lr"), title=run.path.name)
+    final = [r for r in read_metrics(run.path / "metrics.jsonl") if "loss" in r]
+    run.finish(parent=str(s.data.path), steps=s.step, tokens_seen=s.tokens_seen,
+               data_recipe={"name": dm.get("recipe") or s.data.path.name, "hash": dm.get("content_hash")},
+               data_sources=s.loader.sources, tokenizer_sha256=dm.get("tokenizer_sha256"),
+               model={"size": cfg.model.size, "ffn": cfg.model.ffn, "params": s.n_params,
+                      "model_type": s.hf_config.model_type},
+               world_size=s.d.world, final_loss=final[-1]["loss"] if final else None,
+               peak_flops=s.peak_flops, checkpoint=str(ckpt_lib.latest(run.path / "checkpoints")))
+    print(f"\nrun folder: {run.path}")
+    sft_recipe = "demo" if recipe == "demo" else "<sft recipe>"
+    print(f"next: make sft RECIPE={sft_recipe} INIT={run.path}")
 
 
 if __name__ == "__main__":

@@ -18,16 +18,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import parse_args, recipe_name
-from core.log import StepLogger, plot_metrics
-from core.runs import Run, RunOptions, atomic_write_json
-from data_recipes.preference import PreferenceDataError, default_data_root, load_recipe
-from rl.trainer_io import DecontamOptions, LoraOptions, OptimOptions
+from core.config import ConfigError, parse_args, recipe_name
+from core.errors import entrypoint
+from core.log import plot_metrics
+from core.posttrain import (LoraOptions, OptimOptions, device_flags, export_policy, load_policy, peft_config,
+                            resolve_init, train_quietly, trainer_log_callback)
+from core.runs import Run, RunOptions, atomic_write_json, shared_data_root
+from data_recipes.decontam import DecontamOptions, decontaminate_records
+from data_recipes.preference import PreferenceDataError, load_recipe
 
-DPO_KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm",
-            "rewards/margins": "reward_margin", "rewards/accuracies": "reward_acc",
-            "logps/chosen": "logp_chosen", "logps/rejected": "logp_rejected",
-            "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected"}
+# TRL's log keys -> ours in metrics.jsonl, in the order a record lists them (TRL's own order).
+DPO_KEYS = {"loss": "loss", "grad_norm": "grad_norm", "learning_rate": "lr",
+            "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected",
+            "rewards/accuracies": "reward_acc", "rewards/margins": "reward_margin",
+            "logps/chosen": "logp_chosen", "logps/rejected": "logp_rejected"}
 
 
 @dataclass
@@ -64,7 +68,7 @@ class TrainOptions:
 
 
 @dataclass
-class DPOConfigFile:
+class DPOConfig:
     init_from: str = ""                   # finished SFT run folder (or an HF model folder) = policy and reference
     backend: str = "trl"                  # trl | llamafactory (runs .venv-llamafactory/bin/llamafactory-cli)
     data: DataOptions = field(default_factory=DataOptions)
@@ -76,25 +80,21 @@ class DPOConfigFile:
     run: RunOptions = field(default_factory=RunOptions)
 
 
-def load_pairs(cfg: DPOConfigFile):
+def load_pairs(cfg: DPOConfig):
     """The recipe's preference rows, validated and deduped (bad rows stop here, before any run folder)."""
-    data_root = Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()
-    try:
-        return load_recipe(cfg.data.recipe, data_root, bad_rows=cfg.data.bad_rows or None, max_rows=cfg.data.max_rows)
-    except PreferenceDataError as e:
-        raise SystemExit(f"data error: {e}") from None
+    data_root = Path(cfg.data.data_root) if cfg.data.data_root else shared_data_root()
+    return load_recipe(cfg.data.recipe, data_root, bad_rows=cfg.data.bad_rows or None, max_rows=cfg.data.max_rows)
 
 
-def decontaminate_pairs(cfg: DPOConfigFile, run: Run, recipe: dict, data) -> None:
+def decontaminate_pairs(cfg: DPOConfig, run: Run, recipe: dict, data) -> None:
     """Drop (or flag) pairs that overlap the benchmarks; writes decontamination.json and data_report.json."""
-    from rl.trainer_io import decontaminate_records
-    data_root = Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()
+    data_root = Path(cfg.data.data_root) if cfg.data.data_root else shared_data_root()
     records = [(r["source"], r["where"], "\n".join(m["content"] for m in r["prompt"] + r["chosen"] + r["rejected"]))
                for r in data.rows]
     keep = decontaminate_records(records, cfg.decontam, data_root, run.path / "decontamination.json")
     data.rows = [r for r, k in zip(data.rows, keep) if k]
     if not data.rows:
-        raise SystemExit("data error: decontamination dropped every preference pair")
+        raise PreferenceDataError("decontamination dropped every preference pair")
     report = {"recipe": recipe["name"], **data.report(), "n_after_decontam": len(data.rows),
               "hash": data.content_hash()}
     atomic_write_json(run.path / "data_report.json", report)
@@ -102,22 +102,21 @@ def decontaminate_pairs(cfg: DPOConfigFile, run: Run, recipe: dict, data) -> Non
           f"skipped) from " + ", ".join(f"{k} [{v['origin']}]" for k, v in data.sources.items()))
 
 
-def total_steps(cfg: DPOConfigFile, n_rows: int) -> int:
+def total_steps(cfg: DPOConfig, n_rows: int) -> int:
     if cfg.train.max_steps > 0:
         return cfg.train.max_steps
     per_step = cfg.train.batch_size * cfg.train.grad_accum_steps
     return max(1, math.ceil(math.ceil(n_rows / per_step) * cfg.train.epochs))
 
 
-def train_trl(cfg: DPOConfigFile, run: Run, model_dir: Path, rows: list[dict], steps: int) -> dict:
+def train_trl(cfg: DPOConfig, run: Run, model_dir: Path, rows: list[dict], steps: int) -> dict:
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig as TRLDPOConfig, DPOTrainer
 
-    from rl.trainer_io import (count_params, device_flags, export_model, load_policy, peft_config,
-                               quiet_trainer, step_logger_callback)
+    from core.models import count_parameters
     flags = device_flags(cfg.train.precision)
     model, tok = load_policy(model_dir, flags["bf16"])
-    args = DPOConfig(
+    args = TRLDPOConfig(
         output_dir=str(run.path / "checkpoints"), max_steps=steps, num_train_epochs=cfg.train.epochs,
         per_device_train_batch_size=cfg.train.batch_size, gradient_accumulation_steps=cfg.train.grad_accum_steps,
         learning_rate=cfg.optim.lr, lr_scheduler_type=cfg.optim.scheduler, warmup_steps=cfg.optim.warmup_steps,
@@ -128,23 +127,21 @@ def train_trl(cfg: DPOConfigFile, run: Run, model_dir: Path, rows: list[dict], s
         save_steps=cfg.train.save_every_steps or 500, report_to="none", seed=cfg.train.seed,
         activation_checkpointing=cfg.train.gradient_checkpointing, disable_tqdm=True, dataset_num_proc=None,
         **flags)
-    logger = StepLogger(run.path / "metrics.jsonl", steps)
-    callback = step_logger_callback(logger, DPO_KEYS)
+    callback = trainer_log_callback(run.path / "metrics.jsonl", DPO_KEYS)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=peft_config(cfg.lora), callbacks=[callback])
-    quiet_trainer(trainer)
-    trainer.train()
-    export_model(trainer.model, tok, run.path / "model")
+    train_quietly(trainer)
+    export_policy(trainer.model, tok, run.path / "model")
     return {"steps": trainer.state.global_step, "tokens_seen": int(callback.last.get("num_tokens") or 0),
             "final": {k: v for k, v in callback.last.items() if k != "num_tokens"},
-            "summary": callback.summary, "params": count_params(trainer.model)}
+            "summary": callback.summary, "params": count_parameters(trainer.model)}
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> Path:
-    cfg, recipe_file = parse_args(DPOConfigFile, argv, prog="rl.dpo")
+    cfg, recipe_file = parse_args(DPOConfig, argv, prog="rl.dpo")
     if cfg.backend not in ("trl", "llamafactory"):
-        raise SystemExit(f"config error: backend must be trl or llamafactory, got {cfg.backend!r}")
-    from rl.trainer_io import resolve_init
+        raise ConfigError(f"backend must be trl or llamafactory, got {cfg.backend!r}")
     model_dir, parent_manifest = resolve_init(cfg.init_from)
     recipe, data = load_pairs(cfg)
     run = Run.create("dpo", recipe_name(recipe_file, "dpo"), cfg.run)
@@ -156,7 +153,7 @@ def main(argv: list[str] | None = None) -> Path:
         result = train_trl(cfg, run, model_dir, data.trl_rows(), steps)
     else:
         from rl.llamafactory_dpo import train_llamafactory
-        result = train_llamafactory(cfg, run, model_dir, data.rows, steps)
+        result = train_llamafactory(cfg, run, model_dir, data.rows, steps, DPO_KEYS)
     plot_metrics(run.path / "metrics.jsonl", run.path / "metrics.png",
                  keys=("loss", "reward_margin", "reward_acc"), title=f"DPO {run.path.name}")
     is_run = parent_manifest is not None

@@ -20,16 +20,21 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import parse_args, recipe_name
-from core.log import StepLogger, plot_metrics
-from core.runs import Run, RunOptions, atomic_write_json
-from data_recipes.preference import default_data_root
-from rl.trainer_io import DecontamOptions, LoraOptions, OptimOptions
+from core.config import ConfigError, parse_args, recipe_name
+from core.errors import entrypoint
+from core.log import plot_metrics
+from core.posttrain import (LoraOptions, OptimOptions, device_flags, export_policy, load_policy, peft_config,
+                            resolve_init, train_quietly, trainer_log_callback)
+from core.runs import Run, RunOptions, atomic_write_json, shared_data_root
+from data_recipes.decontam import DecontamOptions, decontaminate_records
+from data_recipes.rl_prompts import PromptDataError, build_prompts
 
-GRPO_KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "reward": "reward",
-             "reward_std": "reward_std", "frac_reward_zero_std": "zero_std_frac", "kl": "kl",
+# TRL's log keys -> ours in metrics.jsonl, in the order a record lists them (TRL's own order);
+# "rewards/" maps the per-function means rewards/<f>/mean -> reward/<f>.
+GRPO_KEYS = {"loss": "loss", "grad_norm": "grad_norm", "learning_rate": "lr",
              "completions/mean_length": "completion_len", "completions/clipped_ratio": "clipped_frac",
-             "entropy": "entropy", "rewards/": "reward/"}
+             "rewards/": "reward/", "reward": "reward", "reward_std": "reward_std",
+             "frac_reward_zero_std": "zero_std_frac", "kl": "kl", "entropy": "entropy"}
 
 
 @dataclass
@@ -80,7 +85,7 @@ class TrainOptions:
 
 
 @dataclass
-class GRPOConfigFile:
+class GRPOConfig:
     init_from: str = ""                   # finished SFT/DPO run folder (or an HF model folder)
     prompts: PromptOptions = field(default_factory=PromptOptions)
     decontam: DecontamOptions = field(default_factory=DecontamOptions)
@@ -92,24 +97,19 @@ class GRPOConfigFile:
     run: RunOptions = field(default_factory=RunOptions)
 
 
-def load_prompts(cfg: GRPOConfigFile) -> list[dict]:
+def load_prompts(cfg: GRPOConfig) -> list[dict]:
     """Every prompt source read and validated (a bad row stops here, before any run folder)."""
-    from data_recipes.rl_prompts import PromptDataError, build_prompts
     p = cfg.prompts
-    data_root = Path(p.data_root) if p.data_root else default_data_root()
-    try:
-        return build_prompts(p.mcq_files, p.bench_dev, p.arithmetic_n, seed=p.seed,
-                             max_operand=p.arithmetic_max_operand, data_root=data_root)
-    except (PromptDataError, ValueError) as e:
-        raise SystemExit(f"data error: {e}") from None
+    data_root = Path(p.data_root) if p.data_root else shared_data_root()
+    return build_prompts(p.mcq_files, p.bench_dev, p.arithmetic_n, seed=p.seed,
+                         max_operand=p.arithmetic_max_operand, data_root=data_root)
 
 
-def filter_prompts(cfg: GRPOConfigFile, run: Run, rows: list[dict], tokenizer) -> list[dict]:
+def filter_prompts(cfg: GRPOConfig, run: Run, rows: list[dict], tokenizer) -> list[dict]:
     """Prompt rows after decontamination (training-side files only: dev rows and generated problems
     are not training copies of scored questions) and the length filter; writes data_report.json."""
-    from rl.trainer_io import decontaminate_records
     p = cfg.prompts
-    data_root = Path(p.data_root) if p.data_root else default_data_root()
+    data_root = Path(p.data_root) if p.data_root else shared_data_root()
     checked = [i for i, r in enumerate(rows) if not r["source"].endswith("_dev") and r["task"] == "mcq"]
     keep = decontaminate_records([(rows[i]["source"], rows[i]["where"], rows[i]["prompt"][-1]["content"])
                                   for i in checked], cfg.decontam, data_root, run.path / "decontamination.json")
@@ -122,7 +122,7 @@ def filter_prompts(cfg: GRPOConfigFile, run: Run, rows: list[dict], tokenizer) -
     if p.max_prompts:
         rows = rows[:p.max_prompts]
     if not rows:
-        raise SystemExit("data error: no GRPO prompts left after decontamination and the length filter")
+        raise PromptDataError("no GRPO prompts left after decontamination and the length filter")
     per_source: dict[str, int] = {}
     for r in rows:
         per_source[r["source"]] = per_source.get(r["source"], 0) + 1
@@ -141,36 +141,36 @@ def _prompt_hash(rows: list[dict]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def check_config(cfg: GRPOConfigFile, flags: dict) -> list:
+def check_config(cfg: GRPOConfig, flags: dict) -> list:
     """Config mistakes found before any folder is made; returns the reward functions."""
     from rl.rewards import get_rewards
     g, t = cfg.grpo, cfg.train
     try:
         funcs = get_rewards(list(g.rewards))
     except ValueError as e:
-        raise SystemExit(f"config error: grpo.rewards: {e}") from None
+        raise ConfigError(f"grpo.rewards: {e}") from None
     if len(g.reward_weights) != len(g.rewards):
-        raise SystemExit(f"config error: {len(g.rewards)} grpo.rewards but {len(g.reward_weights)} grpo.reward_weights")
+        raise ConfigError(f"{len(g.rewards)} grpo.rewards but {len(g.reward_weights)} grpo.reward_weights")
     if g.num_generations < 2:
-        raise SystemExit("config error: grpo.num_generations must be >= 2 (the group mean is the baseline)")
+        raise ConfigError("grpo.num_generations must be >= 2 (the group mean is the baseline)")
     completions = t.prompts_per_step * g.num_generations
     if completions % t.grad_accum_steps:
-        raise SystemExit(f"config error: prompts_per_step x num_generations ({completions}) must be divisible by "
-                         f"train.grad_accum_steps ({t.grad_accum_steps})")
+        raise ConfigError(f"prompts_per_step x num_generations ({completions}) must be divisible by "
+                          f"train.grad_accum_steps ({t.grad_accum_steps})")
     if cfg.generation.use_vllm and (flags["use_cpu"] or importlib.util.find_spec("vllm") is None):
-        raise SystemExit("config error: generation.use_vllm needs a CUDA GPU and vLLM (make setup-vllm)")
+        raise ConfigError("generation.use_vllm needs a CUDA GPU and vLLM (make setup-vllm)")
     return funcs
 
 
-def grpo_args(cfg: GRPOConfigFile, run: Run, flags: dict):
-    from trl import GRPOConfig
+def grpo_args(cfg: GRPOConfig, run: Run, flags: dict):
+    from trl import GRPOConfig as TRLGRPOConfig
     g, t = cfg.grpo, cfg.train
     completions = t.prompts_per_step * g.num_generations
     vllm = {}
     if cfg.generation.use_vllm:   # vLLM is imported by TRL only when asked for
         vllm = {"use_vllm": True, "vllm_mode": "colocate",
                 "vllm_gpu_memory_utilization": cfg.generation.vllm_gpu_memory_utilization}
-    return GRPOConfig(
+    return TRLGRPOConfig(
         output_dir=str(run.path / "checkpoints"), max_steps=t.max_steps,
         per_device_train_batch_size=completions // t.grad_accum_steps, gradient_accumulation_steps=t.grad_accum_steps,
         num_generations=g.num_generations, max_completion_length=g.max_completion_len_tokens,
@@ -183,10 +183,9 @@ def grpo_args(cfg: GRPOConfigFile, run: Run, flags: dict):
         activation_checkpointing=t.gradient_checkpointing, log_completions=False, **vllm, **flags)
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> Path:
-    cfg, recipe_file = parse_args(GRPOConfigFile, argv, prog="rl.grpo")
-    from rl.trainer_io import (count_params, device_flags, export_model, load_policy, peft_config, quiet_trainer,
-                               resolve_init, step_logger_callback)
+    cfg, recipe_file = parse_args(GRPOConfig, argv, prog="rl.grpo")
     flags = device_flags(cfg.train.precision)
     reward_funcs = check_config(cfg, flags)
     model_dir, parent_manifest = resolve_init(cfg.init_from)
@@ -200,14 +199,14 @@ def main(argv: list[str] | None = None) -> Path:
 
     from datasets import Dataset
     from trl import GRPOTrainer
-    logger = StepLogger(run.path / "metrics.jsonl", cfg.train.max_steps)
-    callback = step_logger_callback(logger, GRPO_KEYS)
+
+    from core.models import count_parameters
+    callback = trainer_log_callback(run.path / "metrics.jsonl", GRPO_KEYS)
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "task", "answer", "choices")} for r in rows])
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tok, peft_config=peft_config(cfg.lora), callbacks=[callback])
-    quiet_trainer(trainer)
-    trainer.train()
-    export_model(trainer.model, tok, run.path / "model")
+    train_quietly(trainer)
+    export_policy(trainer.model, tok, run.path / "model")
     plot_metrics(run.path / "metrics.jsonl", run.path / "metrics.png",
                  keys=("reward", "completion_len", "kl"), title=f"GRPO {run.path.name}")
     run.finish(parent=str(Path(cfg.init_from)) if parent_manifest is not None else None, init_model=str(model_dir),
@@ -216,7 +215,7 @@ def main(argv: list[str] | None = None) -> Path:
                rewards=dict(zip(cfg.grpo.rewards, cfg.grpo.reward_weights)),
                steps=trainer.state.global_step, tokens_seen=int(callback.last.get("num_tokens") or 0),
                final_metrics={k: v for k, v in callback.last.items() if k != "num_tokens"},
-               params=count_params(trainer.model), lora=cfg.lora.enabled,
+               params=count_parameters(trainer.model), lora=cfg.lora.enabled,
                generation="vllm" if cfg.generation.use_vllm else "transformers")
     print(f"finished: {run.path}\nnext: make eval BENCH=demo MODEL={run.path} PROTOCOL=chat-0shot-gen")
     return run.path

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from core.log import StepLogger
+from core.config import ConfigError
+from core.posttrain import LlamaFactoryError, device_flags, export_policy, metrics_from_state
 from core.runs import REPO_ROOT, atomic_write_json, atomic_write_text
 
 LF_CLI = REPO_ROOT / ".venv-llamafactory" / "bin" / "llamafactory-cli"
@@ -50,8 +51,7 @@ def write_inputs(cfg, run_dir: Path, model_dir: Path, rows: list[dict], steps: i
     """Dataset files and train.yaml under <run>/llamafactory/; returns the YAML path."""
     losses = list(cfg.dpo.loss_type)
     if len(losses) != 1 or losses[0] not in LF_LOSSES:
-        raise SystemExit(f"config error: the llamafactory backend takes one dpo.loss_type of {sorted(LF_LOSSES)}, "
-                         f"got {losses}")
+        raise ConfigError(f"the llamafactory backend takes one dpo.loss_type of {sorted(LF_LOSSES)}, got {losses}")
     lf = run_dir / "llamafactory"
     atomic_write_text(lf / "data" / "pairs.json", json.dumps([to_sharegpt(r) for r in rows], ensure_ascii=False))
     atomic_write_json(lf / "data" / "dataset_info.json", DATASET_INFO)
@@ -80,43 +80,29 @@ def write_inputs(cfg, run_dir: Path, model_dir: Path, rows: list[dict], steps: i
     return path
 
 
-def metrics_from_state(state_file: Path, logger: StepLogger, key_map: dict[str, str]) -> dict:
-    """trainer_state.json log_history -> step lines + metrics.jsonl; returns the last logged metrics."""
-    last: dict = {}
-    for entry in json.loads(state_file.read_text(encoding="utf-8")).get("log_history", []):
-        out = {key_map[k]: v for k, v in entry.items() if k in key_map and isinstance(v, (int, float))}
-        if "loss" in out and "step" in entry:
-            logger.step(int(entry["step"]), **out)
-            last = out
-    return last
-
-
 def collect_model(cfg, output_dir: Path, model_dir: Path, out: Path) -> int:
     """LLaMA-Factory's output -> <run>/model: full weights as saved, or the LoRA adapter merged into the
     parent; always with the parent's tokenizer (LLaMA-Factory may rewrite its chat template)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rl.trainer_io import count_params, export_model
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    from core.models import count_parameters, load_model, load_tokenizer
+    tok = load_tokenizer(model_dir)
     if cfg.lora.enabled:
         from peft import PeftModel
-        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, output_dir)
+        model = PeftModel.from_pretrained(load_model(model_dir, dtype=torch.float32), output_dir)
     else:
-        model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
-    export_model(model, tok, out)
-    return count_params(model)
+        model = load_model(output_dir, dtype=torch.float32)
+    export_policy(model, tok, out)
+    return count_parameters(model)
 
 
-def train_llamafactory(cfg, run, model_dir: Path, rows: list[dict], steps: int) -> dict:
-    from rl.dpo import DPO_KEYS
-    from rl.trainer_io import device_flags
+def train_llamafactory(cfg, run, model_dir: Path, rows: list[dict], steps: int, key_map: dict[str, str]) -> dict:
+    """Train with llamafactory-cli; metrics.jsonl under `key_map` (the TRL backend's DPO names)."""
     flags = device_flags(cfg.train.precision)
     yaml_path = write_inputs(cfg, run.path, model_dir, rows, steps, flags)
     if not LF_CLI.is_file():
-        raise SystemExit(f"backend=llamafactory needs {LF_CLI}: run `make setup-llamafactory` first "
-                         f"(its config is written to {yaml_path})")
+        raise LlamaFactoryError(f"backend=llamafactory needs {LF_CLI}: run `make setup-llamafactory` first "
+                                f"(its config is written to {yaml_path})")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1",
            "WANDB_DISABLED": "true"}
     log_path = run.path / "llamafactory.log"
@@ -126,11 +112,11 @@ def train_llamafactory(cfg, run, model_dir: Path, rows: list[dict], steps: int) 
                               stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
-        raise SystemExit(f"llamafactory-cli train failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}")
+        raise LlamaFactoryError(f"llamafactory-cli train failed (exit {proc.returncode}); "
+                                f"last lines of {log_path}:\n{tail}")
     output_dir = run.path / "llamafactory" / "output"
     state = output_dir / "trainer_state.json"
-    logger = StepLogger(run.path / "metrics.jsonl", steps)
-    last = metrics_from_state(state, logger, DPO_KEYS) if state.is_file() else {}
+    records = metrics_from_state(state, run.path / "metrics.jsonl", key_map) if state.is_file() else []
     params = collect_model(cfg, output_dir, model_dir, run.path / "model")
     n_steps = json.loads(state.read_text())["global_step"] if state.is_file() else steps
-    return {"steps": n_steps, "tokens_seen": 0, "final": last, "params": params}
+    return {"steps": n_steps, "tokens_seen": 0, "final": records[-1] if records else {}, "params": params}

@@ -27,14 +27,12 @@ from pathlib import Path
 
 import yaml
 
-from core.log import StepLogger
+from core.posttrain import LlamaFactoryError, export_policy, metrics_from_state
 from core.runs import REPO_ROOT, atomic_write_text
 from data_recipes.sft_mix import export_llamafactory
 
-class LlamaFactoryError(RuntimeError):
-    """llamafactory-cli missing, failed, or wrote no usable output."""
-
-
+# trainer_state.json log keys -> ours in metrics.jsonl (as the trl backend names them).
+LF_SFT_KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "num_input_tokens_seen": "tokens"}
 # Lines of llamafactory-cli's output worth echoing; everything goes to <run>/llamafactory/train.log.
 _ECHO = ("[WARNING", "[ERROR", "[INFO|20", "{'loss'", "{'train_", "***", "  train_", "  epoch", "Traceback", "Error")
 
@@ -91,35 +89,18 @@ def prepare(cfg, run_path: Path, model_dir: Path, examples, dataset: str, cpu: b
     return lf / "train.yaml"
 
 
-def metrics_from_state(state_path: Path, metrics_path: Path) -> list[dict]:
-    """Our metrics.jsonl (and step lines) from the Trainer's log_history."""
-    state = json.loads(state_path.read_text(encoding="utf-8"))
-    history = state.get("log_history", [])
-    logs = [h for h in history if "loss" in h]
-    if not logs and history and "train_loss" in history[-1]:  # fewer steps than logging_steps
-        logs = [{**history[-1], "loss": history[-1]["train_loss"]}]
-    logger = StepLogger(metrics_path, state.get("max_steps") or len(logs), append=False)
-    for h in logs:
-        rec = {"loss": float(h["loss"]), "lr": float(h.get("learning_rate", 0.0))}
-        if h.get("grad_norm") is not None:
-            rec["grad_norm"] = float(h["grad_norm"])
-        if h.get("num_input_tokens_seen"):
-            rec["tokens"] = int(h["num_input_tokens_seen"])
-        logger.step(int(h["step"]), **rec)
-    return logs
-
-
-def train(cfg, run, model_dir: Path, tokenizer, examples, save_model) -> dict:
-    """Run llamafactory-cli and collect its output into `run`; `save_model(model, tokenizer, dir)` writes
-    model/ exactly as the trl backend does. Raises LlamaFactoryError on any failure."""
+def train(cfg, run, model_dir: Path, tokenizer, examples) -> dict:
+    """Run llamafactory-cli and collect its output into `run`, model/ written as the trl backend writes
+    it (core.posttrain.export_policy). Raises LlamaFactoryError on any failure."""
     import math
 
     import torch
 
-    Fail = LlamaFactoryError
+    from core.models import load_model
+
     cli = cli_path(cfg.llamafactory.venv)
     if not cli.is_file():
-        raise Fail(f"{cli} not found: run `make setup-llamafactory` first (its own venv, see README)")
+        raise LlamaFactoryError(f"{cli} not found: run `make setup-llamafactory` first (its own venv, see README)")
     cpu = not torch.cuda.is_available()
     yaml_path = prepare(cfg, run.path, model_dir, examples, "sft_" + run.recipe, cpu)
     out_dir = run.path / "llamafactory" / "output"
@@ -139,32 +120,31 @@ def train(cfg, run, model_dir: Path, tokenizer, examples, save_model) -> dict:
             rc = proc.wait(timeout=cfg.llamafactory.timeout_s or None)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise Fail(f"llamafactory-cli ran past {cfg.llamafactory.timeout_s}s (log: {log_path})") from None
+            raise LlamaFactoryError(f"llamafactory-cli ran past {cfg.llamafactory.timeout_s}s "
+                                    f"(log: {log_path})") from None
     if rc != 0:
         tail = "".join(log_path.read_text(encoding="utf-8").splitlines(keepends=True)[-30:])
-        raise Fail(f"llamafactory-cli exited {rc}; last lines of {log_path}:\n{tail}")
+        raise LlamaFactoryError(f"llamafactory-cli exited {rc}; last lines of {log_path}:\n{tail}")
     state_path = out_dir / "trainer_state.json"
     if not state_path.is_file():
-        raise Fail(f"llamafactory-cli finished but wrote no {state_path}")
-    logs = metrics_from_state(state_path, run.path / "metrics.jsonl")
-    losses = [float(h["loss"]) for h in logs]
+        raise LlamaFactoryError(f"llamafactory-cli finished but wrote no {state_path}")
+    records = metrics_from_state(state_path, run.path / "metrics.jsonl", LF_SFT_KEYS)
+    losses = [float(r["loss"]) for r in records]
     if not losses or not all(math.isfinite(x) for x in losses):
-        raise Fail(f"llamafactory training loss missing or not finite: {losses[-5:]}")
-    from transformers import AutoModelForCausalLM
+        raise LlamaFactoryError(f"llamafactory training loss missing or not finite: {losses[-5:]}")
     if cfg.lora.enabled:
         from peft import PeftModel
         adapter = run.path / "adapter"
         adapter.mkdir(exist_ok=True)
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             if not (out_dir / name).is_file():
-                raise Fail(f"LoRA run wrote no {out_dir / name}")
+                raise LlamaFactoryError(f"LoRA run wrote no {out_dir / name}")
             shutil.copy2(out_dir / name, adapter / name)
         tokenizer.save_pretrained(adapter)
-        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+        model = PeftModel.from_pretrained(load_model(model_dir, dtype=torch.float32), adapter)
     else:
-        model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
-    save_model(model, tokenizer, run.path / "model")  # our tokenizer files, not LLaMA-Factory's re-save
+        model = load_model(out_dir, dtype=torch.float32)
+    export_policy(model, tokenizer, run.path / "model")  # our tokenizer files, not LLaMA-Factory's re-save
     for weights in out_dir.glob("*.safetensors"):      # now in model/ (and adapter/): no second copy
         weights.unlink()
     state = json.loads(state_path.read_text(encoding="utf-8"))

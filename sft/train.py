@@ -25,24 +25,22 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from core.config import dump_yaml, parse_args, recipe_name
-from core.log import StepLogger, plot_metrics
-from core.runs import (Run, RunError, RunOptions, atomic_write_json, atomic_write_text, check_tokenizer_files,
-                       resolve_model_dir)
+from core.config import ConfigError, dump_yaml, parse_args, recipe_name
+from core.errors import entrypoint
+from core.log import plot_metrics
+from core.posttrain import (Inherit, LlamaFactoryError, LoraOptions, TrainingError, device_flags, export_policy,
+                            inherit, peft_config, resolve_init, train_quietly, trainer_log_callback)
+from core.runs import Run, RunOptions, atomic_write_json, atomic_write_text
 from data_recipes import sft_formats
-from data_recipes.identity import IdentityError
 from data_recipes.sft_mix import MixError, load_mix, load_recipe, mix_path, run_decontam
-from sft.llamafactory import LlamaFactoryError
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Trainer log keys -> ours in metrics.jsonl (num_tokens also gives tok_per_s).
+SFT_KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "num_tokens": "tokens",
+            "mean_token_accuracy": "token_acc"}
 
 
 @dataclass
@@ -53,16 +51,6 @@ class DataOptions:
     max_seq_len_tokens: int | None = None  # longest training sequence; unset = the parent's, else 1024
     truncation: str = "truncate"          # longer examples: truncate (keep the start) | drop
     packing: bool = False                 # pack several examples per sequence (TRL bfd, padding-free)
-
-
-@dataclass
-class LoraOptions:
-    """LoRA adapters (PEFT) instead of full fine-tuning; merged into model/ at the end."""
-    enabled: bool = False
-    r: int = 16                           # adapter rank
-    alpha: int = 32                       # scale = alpha / r
-    dropout: float = 0.05                 # dropout on the adapter input
-    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
 
 @dataclass
@@ -119,59 +107,18 @@ class SFTConfig:
     run: RunOptions = field(default_factory=RunOptions)
 
 
-# Our key -> candidate keys in the parent's config.yaml (SFT parents use ours, pretrain parents theirs).
-INHERIT = {
-    "optim.lr": ["optim.lr"],
-    "optim.weight_decay": ["optim.weight_decay"],
-    "optim.max_grad_norm": ["optim.max_grad_norm", "optim.grad_clip_norm"],
-    "train.seed": ["train.seed"],
-    "train.precision": ["train.precision"],
-    "data.max_seq_len_tokens": ["data.max_seq_len_tokens", "data.seq_len_tokens"],
-}
-FALLBACK = {"optim.lr": 2e-5, "optim.weight_decay": 0.0, "optim.max_grad_norm": 1.0, "train.seed": 0,
-            "train.precision": "auto", "data.max_seq_len_tokens": 1024}
-
-
-class Fail(Exception):
-    """Bad config or data: one line, exit 2, nothing marked finished."""
-
-
-def _dotted_get(d: dict, key: str):
-    for part in key.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-def inherit(cfg: SFTConfig, parent_dir: Path | None) -> dict:
-    """Fill unset hyperparameters from the parent's config.yaml, else FALLBACK; log and return each."""
-    parent_cfg = {}
-    if parent_dir is not None and (parent_dir / "config.yaml").is_file():
-        parent_cfg = yaml.safe_load((parent_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    out = {}
-    for key, candidates in INHERIT.items():
-        section, name = key.split(".")
-        if getattr(getattr(cfg, section), name) is not None:
-            continue
-        value, origin = FALLBACK[key], "default (not set in the recipe or the parent)"
-        for cand in candidates:
-            v = _dotted_get(parent_cfg, cand)
-            if v is not None:
-                value, origin = v, f"parent {parent_dir / 'config.yaml'}: {cand}"
-                break
-        setattr(getattr(cfg, section), name, type(FALLBACK[key])(value))
-        out[key] = {"value": getattr(getattr(cfg, section), name), "from": origin}
-        print(f"inherit {key} = {out[key]['value']}  <- {origin}")
-    return out
-
-
-def device_flags(precision: str) -> dict:
-    import torch
-    if precision not in ("auto", "bf16", "fp32"):
-        raise Fail(f"train.precision must be auto|bf16|fp32, got {precision!r}")
-    cuda = torch.cuda.is_available()
-    return {"use_cpu": not cuda, "bf16": precision == "bf16" or (precision == "auto" and cuda)}
+# What SFT takes from its parent run's config.yaml when the recipe leaves it unset (None above): the
+# parent's field per parent stage, else the fallback. tests/unit/test_sft_inherit.py checks each field.
+_OPTIM = ("pretrain", "sft", "dpo", "grpo")
+INHERITS = [
+    Inherit("optim.lr", {stage: "optim.lr" for stage in _OPTIM}, 2e-5),
+    Inherit("optim.weight_decay", {stage: "optim.weight_decay" for stage in _OPTIM}, 0.0),
+    Inherit("optim.max_grad_norm", {"pretrain": "optim.grad_clip_norm", "sft": "optim.max_grad_norm",
+                                    "dpo": "optim.max_grad_norm", "grpo": "optim.max_grad_norm"}, 1.0),
+    Inherit("train.seed", {stage: "train.seed" for stage in _OPTIM}, 0),
+    Inherit("train.precision", {stage: "train.precision" for stage in _OPTIM}, "auto"),
+    Inherit("data.max_seq_len_tokens", {"pretrain": "data.seq_len_tokens", "sft": "data.max_seq_len_tokens"}, 1024),
+]
 
 
 def training_rows(examples, data: DataOptions) -> tuple[list[dict], dict]:
@@ -179,7 +126,7 @@ def training_rows(examples, data: DataOptions) -> tuple[list[dict], dict]:
     rows, counts = [], {"n_examples": len(examples), "truncated": 0, "dropped_too_long": 0,
                         "dropped_no_assistant_tokens": 0, "truncated_where": []}
     if data.truncation not in ("truncate", "drop"):
-        raise Fail(f"data.truncation must be truncate or drop, got {data.truncation!r}")
+        raise ConfigError(f"data.truncation must be truncate or drop, got {data.truncation!r}")
     for ex in examples:
         ids, labels = ex.input_ids, ex.labels
         if len(ids) > data.max_seq_len_tokens:
@@ -196,70 +143,29 @@ def training_rows(examples, data: DataOptions) -> tuple[list[dict], dict]:
                 counts["truncated_where"].append(f"{ex.source} {ex.where}: {len(ex.input_ids)} tokens")
         rows.append({"input_ids": ids, "labels": labels})
     if not rows:
-        raise Fail("no training sequences left after truncation")
+        raise MixError("no training sequences left after truncation")
     counts["n_sequences"] = len(rows)
     counts["n_tokens"] = sum(len(r["input_ids"]) for r in rows)
     counts["n_loss_tokens"] = sum(sum(l != -100 for l in r["labels"]) for r in rows)
     return rows, counts
 
 
-def step_callback(metrics_path: Path):
-    """Forward each Trainer log to core.log.StepLogger (one step line + metrics.jsonl)."""
-    from transformers import TrainerCallback
-
-    class Forward(TrainerCallback):
-        def __init__(self):
-            self.logger, self.last = None, (0.0, time.time())
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.logger = StepLogger(metrics_path, state.max_steps)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not logs or "loss" not in logs or self.logger is None:
-                return
-            tokens, now = float(logs.get("num_tokens", 0.0)), time.time()
-            rec = {"loss": float(logs["loss"]), "lr": float(logs.get("learning_rate", 0.0))}
-            if logs.get("grad_norm") is not None:
-                rec["grad_norm"] = float(logs["grad_norm"])
-            if tokens:
-                rec["tok_per_s"] = (tokens - self.last[0]) / max(now - self.last[1], 1e-9)
-                rec["tokens"] = int(tokens)
-            if "mean_token_accuracy" in logs:
-                rec["token_acc"] = float(logs["mean_token_accuracy"])
-            self.last = (tokens, now)
-            self.logger.step(state.global_step, **rec)
-    return Forward()
-
-
-def save_model(model, tokenizer, out: Path) -> None:
-    """HF folder with weights, tokenizer (chat template) and a generation config that stops at <|im_end|>."""
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    gc = model.generation_config
-    gc.eos_token_id, gc.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
 def train_trl(cfg: SFTConfig, run: Run, model_dir: Path, tokenizer, rows: list[dict]) -> dict:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, PrinterCallback, ProgressCallback
+    from trl import SFTConfig as TRLSFTConfig, SFTTrainer
 
-    import pretrain.model  # noqa: F401  registers our zhllm_* FFN variants with the Auto classes
-    from trl import SFTConfig as TRLConfig, SFTTrainer
+    from core.models import count_parameters, load_model
     flags = device_flags(cfg.train.precision)
     torch.manual_seed(cfg.train.seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = load_model(model_dir, dtype=torch.float32)
     if cfg.lora.enabled:
-        from peft import LoraConfig, get_peft_model
-        model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                                                 lora_dropout=cfg.lora.dropout, task_type="CAUSAL_LM",
-                                                 target_modules=list(cfg.lora.target_modules)))
+        from peft import get_peft_model
+        model = get_peft_model(model, peft_config(cfg.lora))
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_all = sum(p.numel() for p in model.parameters())
+    n_all = count_parameters(model)
     print(f"model: {n_all:,} parameters, {n_train:,} trainable ({'LoRA' if cfg.lora.enabled else 'full'})")
-    args = TRLConfig(
+    args = TRLSFTConfig(
         output_dir=str(run.path / "checkpoints"), max_steps=cfg.train.max_steps or -1,
         num_train_epochs=cfg.train.epochs, per_device_train_batch_size=cfg.train.batch_size,
         gradient_accumulation_steps=cfg.train.grad_accum_steps, learning_rate=cfg.optim.lr,
@@ -270,22 +176,18 @@ def train_trl(cfg: SFTConfig, run: Run, model_dir: Path, tokenizer, rows: list[d
         save_steps=cfg.train.save_every_steps or 500, report_to="none", seed=cfg.train.seed,
         max_length=cfg.data.max_seq_len_tokens, packing=cfg.data.packing, disable_tqdm=True,
         dataloader_num_workers=0, activation_checkpointing=cfg.train.activation_checkpointing, **flags)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, callbacks=[step_callback(run.path / "metrics.jsonl")])
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
-    out = trainer.train()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         callbacks=[trainer_log_callback(run.path / "metrics.jsonl", SFT_KEYS)])
+    out = train_quietly(trainer)
     state = trainer.state
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     tokens = max([h.get("num_tokens", 0) for h in state.log_history] + [0])
     if not losses or not all(math.isfinite(l) for l in losses):
-        raise Fail(f"training loss is not finite: {losses[-5:]}")
-    model = trainer.model
+        raise TrainingError(f"training loss is not finite: {losses[-5:]}")
     if cfg.lora.enabled:
-        model.save_pretrained(run.path / "adapter")
+        trainer.model.save_pretrained(run.path / "adapter")
         tokenizer.save_pretrained(run.path / "adapter")
-        model = model.merge_and_unload()
-    save_model(model, tokenizer, run.path / "model")
+    export_policy(trainer.model, tokenizer, run.path / "model")
     return {"steps": state.global_step, "tokens_seen": int(tokens), "final_loss": losses[-1],
             "train_loss": out.training_loss, "trainable_params": n_train, "params": n_all}
 
@@ -293,10 +195,11 @@ def train_trl(cfg: SFTConfig, run: Run, model_dir: Path, tokenizer, rows: list[d
 def write_samples(model_dir: Path, opts: SampleOptions, path: Path, title: str) -> None:
     """Greedy answers of the saved model/ to fixed prompts (a smoke test anyone can read)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(model_dir)
+
+    from core.models import load_model, load_tokenizer
+    tok = load_tokenizer(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    model = load_model(model_dir, dtype=torch.float32).to(device).eval()
     lines = [f"# Samples: {title}", "", f"Greedy decoding of `model/`, at most {opts.max_new_tokens} new tokens, "
              "no system prompt.", ""]
     for prompt in opts.prompts:
@@ -310,39 +213,34 @@ def write_samples(model_dir: Path, opts: SampleOptions, path: Path, title: str) 
     atomic_write_text(path, "\n".join(lines))
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> Path:
     cfg, recipe = parse_args(SFTConfig, argv, prog="sft.train")
     import datasets
     import transformers
+
+    from core.models import load_tokenizer
     datasets.disable_progress_bars()   # our step lines are the progress report
     transformers.utils.logging.disable_progress_bar()
-    try:
-        if cfg.backend not in ("trl", "llamafactory"):
-            raise Fail(f"backend must be trl or llamafactory, got {cfg.backend!r}")
-        if not cfg.init_from:
-            raise Fail("init_from is required: a finished run folder (runs/pretrain/<run>) or an HF model folder")
-        model_dir, parent_manifest = resolve_model_dir(cfg.init_from)
-        check_tokenizer_files(model_dir)
-        parent = Path(cfg.init_from) if parent_manifest is not None else None
-        print(f"sft: recipe {recipe or '(defaults)'} | data {mix_path(cfg.data.recipe)} | init {model_dir}"
-              f" | parent {parent or 'none (HF folder)'} | backend {cfg.backend}")
-        inherited = inherit(cfg, parent)
-        mc = model_dir / "config.json"
-        max_pos = json.loads(mc.read_text(encoding="utf-8")).get("max_position_embeddings") if mc.is_file() else None
-        if max_pos and cfg.data.max_seq_len_tokens > max_pos:
-            print(f"WARNING: data.max_seq_len_tokens {cfg.data.max_seq_len_tokens} > the model's "
-                  f"max_position_embeddings {max_pos}: positions past it were never trained")
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        mix = load_recipe(cfg.data.recipe, cfg.data.mix_overrides)
-        result = load_mix(mix, tokenizer)
-        for p in result.problems:
-            print(f"  bad row ({p['kind']}) {p['where']}: {p['detail']}")
-        examples, decon = run_decontam(result)
-        rows, counts = training_rows(examples, cfg.data)
-    except (Fail, MixError, IdentityError, RunError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    if cfg.backend not in ("trl", "llamafactory"):
+        raise ConfigError(f"backend must be trl or llamafactory, got {cfg.backend!r}")
+    model_dir, parent_manifest = resolve_init(cfg.init_from)
+    parent = Path(cfg.init_from) if parent_manifest is not None else None
+    print(f"sft: recipe {recipe or '(defaults)'} | data {mix_path(cfg.data.recipe)} | init {model_dir}"
+          f" | parent {parent or 'none (HF folder)'} | backend {cfg.backend}")
+    inherited = inherit(cfg, parent, (parent_manifest or {}).get("stage"), INHERITS)
+    mc = model_dir / "config.json"
+    max_pos = json.loads(mc.read_text(encoding="utf-8")).get("max_position_embeddings") if mc.is_file() else None
+    if max_pos and cfg.data.max_seq_len_tokens > max_pos:
+        print(f"WARNING: data.max_seq_len_tokens {cfg.data.max_seq_len_tokens} > the model's "
+              f"max_position_embeddings {max_pos}: positions past it were never trained")
+    tokenizer = load_tokenizer(model_dir)
+    mix = load_recipe(cfg.data.recipe, cfg.data.mix_overrides)
+    result = load_mix(mix, tokenizer)       # bad rows, decontamination, truncation: all before any folder
+    for p in result.problems:
+        print(f"  bad row ({p['kind']}) {p['where']}: {p['detail']}")
+    examples, decon = run_decontam(result)
+    rows, counts = training_rows(examples, cfg.data)
     print(f"data: {len(result.examples)} examples from {len(result.stats)} sources, "
           f"{decon['n_flagged']} flagged by decontamination ({decon['policy']}), {counts['truncated']} truncated, "
           f"{counts['n_sequences']} sequences, {counts['n_tokens']:,} tokens ({counts['n_loss_tokens']:,} in the loss)")
@@ -358,10 +256,9 @@ def main(argv: list[str] | None = None) -> Path:
             out = train_trl(cfg, run, model_dir, tokenizer, rows)
         else:
             from sft import llamafactory
-            out = llamafactory.train(cfg, run, model_dir, tokenizer, examples, save_model)
-    except (Fail, LlamaFactoryError) as e:
-        print(f"error: {e}; {run.path} is left unfinished (no manifest.json)", file=sys.stderr)
-        raise SystemExit(1)
+            out = llamafactory.train(cfg, run, model_dir, tokenizer, examples)
+    except (TrainingError, LlamaFactoryError) as e:
+        raise type(e)(f"{e}; {run.path} is left unfinished (no manifest.json)") from None
     plot_metrics(run.path / "metrics.jsonl", run.path / "loss.png", keys=("loss", "lr"), title=run.path.name)
     write_samples(run.path / "model", cfg.samples, run.path / "samples.md", f"sft/{run.path.name}")
     run.finish(parent=str(parent) if parent else None, init_from=cfg.init_from, backend=cfg.backend,

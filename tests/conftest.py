@@ -3,14 +3,14 @@ a finished fake run folder to hand to later stages, and access to ../shared/data
 clear message when it is not there)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from core.runs import shared_data_root
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("ZHLLM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -21,10 +21,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def shared_path(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test with a message naming what is missing."""
-    p = SHARED_DATA.joinpath(*parts)
+    p = shared_data_root().joinpath(*parts)
     if not p.exists():
         pytest.skip(f"shared data not present: {p} (tests that read ../shared/data skip without it)")
     return p
+
+
+@pytest.fixture
+def user_error(capsys):
+    """`user_error(main, argv)` runs an entrypoint that must stop on a user error and returns its
+    stderr, after checking the one convention (core.errors): exit code 2, `[kind ]error: ...`, no traceback."""
+    def run(main, *args, **kwargs) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(*args, **kwargs)
+        err = capsys.readouterr().err
+        assert e.value.code == 2, err
+        assert "error: " in err and "Traceback" not in err, err
+        return err
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -11,37 +11,20 @@ merge across the boundary) runs without the cache. `prefix_cache=False` gives th
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-from pathlib import Path
 
 import torch
 
-from core.runs import RunError, check_tokenizer_files
-
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
-
-
-def check_model_dir(model_dir: str | Path) -> None:
-    """A local model folder must hold weights and a tokenizer (transformers would fail obscurely or,
-    for the tokenizer, silently return an empty one)."""
-    p = Path(model_dir)
-    if not p.is_dir():
-        return  # a hub id: from_pretrained resolves it
-    if not any(any(p.glob(pat)) for pat in WEIGHT_PATTERNS):
-        raise RunError(f"{p} has no model weights (*.safetensors or pytorch_model*.bin)")
-    check_tokenizer_files(p)
+from core import models
+from core.runs import RunError
 
 
 def load_tokenizer(model_path):
-    from transformers import AutoTokenizer
-    check_model_dir(model_path)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(model_path))
-    except OSError as e:
-        raise RunError(f"cannot load the tokenizer of {model_path} (a hub id needs HF_HUB_OFFLINE=0 "
-                       f"and the network): {e}") from None
+    """The tokenizer of a model folder (or hub id) to evaluate: the folder must hold weights too (a
+    tokenizer-only folder is a mistake caught here, before any scoring), and a tokenizer without a
+    pad token pads with its eos token (batches need one)."""
+    models.check_weights(model_path)
+    tok = models.load_tokenizer(model_path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -119,23 +102,36 @@ def pack_rows(lengths: list[int], n_prefix: int, row_tokens: int = 0) -> list[li
     return best[1]
 
 
-@contextlib.contextmanager
-def _sdpa_gqa(on: bool):
-    """With a mask, transformers copies grouped K/V heads up to the query heads (`repeat_kv`) unless
-    told SDPA handles GQA itself; on CPU it does, exactly (same logits) and ~5% faster at ~0.1B.
-    (On CUDA a mask plus GQA can fall back to the math kernel, so there it stays off.)"""
-    if not on:
-        yield
-        return
-    old = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
-    os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TRANSFORMERS_SDPA_FORCE_GQA", None)
-        else:
-            os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = old
+# Our name for transformers' SDPA attention plus the `sdpa_gqa` switch below (registered with
+# transformers' attention and mask registries under this new name; nothing existing is changed).
+SDPA_GQA = "zhllm_sdpa_gqa"
+
+
+def sdpa_gqa_attention(module, query, key, value, attention_mask, *, sdpa_gqa: bool = False, **kwargs):
+    """transformers' SDPA attention; a forward called with `sdpa_gqa=True` (the packed rows on CPU)
+    hands the grouped K/V heads to SDPA as they are (`enable_gqa`) where transformers would copy
+    them up to the query heads (`repeat_kv`, its choice whenever there is a mask). On CPU SDPA's GQA
+    gives the same logits, ~5% faster at ~0.1B; on CUDA a mask plus GQA can fall back to the math
+    kernel, so there it stays off. The packed rows always carry their 4D mask, so is_causal is off
+    (as transformers sets it when a mask is given)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    if not sdpa_gqa or getattr(module, "num_key_value_groups", 1) <= 1:   # no grouped heads: nothing to do
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=kwargs.get("dropout", 0.0),
+        scale=kwargs.get("scaling"), is_causal=False, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def use_sdpa_gqa(model) -> bool:
+    """Switch an SDPA model to `SDPA_GQA` (the same attention until a forward passes sdpa_gqa=True);
+    False when the model cannot take it (e.g. remote code without transformers' attention registry)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    AttentionInterface.register(SDPA_GQA, sdpa_gqa_attention)
+    AttentionMaskInterface.register(SDPA_GQA, sdpa_mask)    # masks are built exactly as for "sdpa"
+    model.set_attn_implementation(SDPA_GQA)
+    return getattr(model.config, "_attn_implementation", None) == SDPA_GQA
 
 
 class HFBackend:
@@ -143,18 +139,12 @@ class HFBackend:
 
     def __init__(self, model_path, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
                  prefix_cache: bool = True, packing: bool = True, pack_row_tokens: int = 0, model=None,
-                 tokenizer=None, **_ignored):
-        from transformers import AutoModelForCausalLM
-
-        import pretrain.model  # noqa: F401  registers our zhllm_* FFN variants with the Auto classes
+                 tokenizer=None):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = tokenizer or load_tokenizer(model_path)
         if model is None:
-            try:
-                model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=self.dtype)
-            except OSError as e:
-                raise RunError(f"cannot load model {model_path}: {e}") from None
+            model = models.load_model(model_path, dtype=self.dtype)
         self.model = model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
         self.prefix_cache = prefix_cache
@@ -174,6 +164,7 @@ class HFBackend:
         # attention of standard transformers models honours (flash-attention kernels do not).
         attn = getattr(self.model.config, "_attn_implementation", None)
         self.packing = packing and attn == "sdpa" and self._base is not None and self._head is not None
+        self._gqa = attn == "sdpa" and self.device == "cpu" and use_sdpa_gqa(self.model)
 
     # ---- logits -------------------------------------------------------------------------------------
     def _last_logits(self, ids: list[list[int]], cache=None) -> torch.Tensor:
@@ -244,9 +235,9 @@ class HFBackend:
                 row_of[i], end_of[i] = b, o + L - 1
                 o += L
         dev = self.device
-        with _sdpa_gqa(dev == "cpu"):
-            hidden = self._base(input_ids=ids.to(dev), position_ids=pos.to(dev), attention_mask=mask.to(dev),
-                                use_cache=True, **{self._cache_kw: self._cache_for(cache, R)}).last_hidden_state
+        gqa = {"sdpa_gqa": True} if self._gqa else {}
+        hidden = self._base(input_ids=ids.to(dev), position_ids=pos.to(dev), attention_mask=mask.to(dev),
+                            use_cache=True, **{self._cache_kw: self._cache_for(cache, R)}, **gqa).last_hidden_state
         last = hidden[torch.tensor(row_of, device=dev), torch.tensor(end_of, device=dev)]
         return self._head(last)[:, self.letter_ids].float()
 
@@ -297,11 +288,9 @@ class HFBackend:
         texts: list[str] = []
         for s in range(0, len(prompts), self.batch_size):
             chunk = prompts[s:s + self.batch_size]
-            side, tok.padding_side = tok.padding_side, "left"   # generation continues from the right edge
-            try:
-                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            finally:
-                tok.padding_side = side
+            # Left padding: generation continues from the right edge of every row.
+            enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left",
+                      add_special_tokens=False).to(self.device)
             gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                       eos_token_id=eos or None, pad_token_id=tok.pad_token_id,
                                       temperature=None, top_p=None, top_k=None)
@@ -310,4 +299,4 @@ class HFBackend:
         return texts
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return models.count_parameters(self.model)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from core.runs import RunError
-from eval.backends.hf import bos_ids, check_model_dir, letter_token_ids, load_tokenizer
+from eval.backends.hf import bos_ids, letter_token_ids, load_tokenizer
 
 
 def logit_requests(tokenizer, prefix: str, suffixes: list[str]) -> list[dict]:
@@ -59,14 +59,13 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_path, dtype: str = "auto", seed: int = 0, max_model_len: int = 4096,
-                 gpu_memory_utilization: float = 0.85, **_ignored):
+                 gpu_memory_utilization: float = 0.85):
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
             raise RunError("backend=vllm needs the vllm extra on a GPU machine: make setup-vllm") from None
-        check_model_dir(model_path)
         self._SamplingParams = SamplingParams
-        self.tokenizer = load_tokenizer(model_path)
+        self.tokenizer = load_tokenizer(model_path)   # checks the folder: weights and tokenizer files
         self.letter_ids = letter_token_ids(self.tokenizer)
         self.llm = LLM(model=str(model_path), dtype=dtype, seed=seed, enable_prefix_caching=True,
                        max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,

@@ -145,7 +145,8 @@ def test_bad_input_on_error_fail_names_file_and_line(tmp_path, capsys, content, 
     (d / "in.jsonl").write_bytes(content)
     with pytest.raises(SystemExit) as e:
         _run(tmp_path, _recipe(d, on_error="fail"))
-    assert e.value.code == 1 and message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("data error: ") and message in err
     assert not (tmp_path / "runs" / "data" / "t").exists()               # nothing looks finished
     data = tmp_path / "runs" / "data"
     assert not data.exists() or not list(data.iterdir())                 # and no temp folder left

@@ -1,17 +1,20 @@
-"""eval.run end to end on the tiny model: result schema, prefix reuse == no reuse, resume, the
-generation protocols' parsing, bad model folders, compare and ablation."""
+"""eval.run end to end on the tiny model: result schema (the core/results.py contract), prefix reuse ==
+no reuse, GQA without global switches, resume, the generation protocols' parsing, bad model folders
+and config values, compare and ablation."""
 import json
+import os
 import shutil
 
 import pytest
 import torch
 
+from core.benchmarks import load_benchmark, load_spec
+from core.results import SchemaError, load_result
 from core.runs import RunError
+from eval.backends import hf
 from eval.backends.hf import ATTN_PAIR_COST, HFBackend, pack_rows
-from eval.data import load_benchmark
 from eval.protocols import build_prompt, get_protocol
 from eval.run import EvalConfig, evaluate, main
-from eval.data import load_spec
 
 DEMO = "eval/benchmarks/demo.yaml"
 
@@ -39,6 +42,16 @@ def test_run_folder_result_schema(tiny_run_dir, tmp_path):
     assert len(lines) == 16 and all(len(l["scores"]) == 4 and len(l["prompt_sha256"]) == 16 for l in lines)
     assert r["acc_micro"] == sum(l["correct"] for l in lines) / 16
     assert all(l["pred"] == "ABCD"[max(range(4), key=lambda i: l["scores"][i])] for l in lines)
+    assert load_result(path) == json.loads(path.read_text())     # what the leaderboard reads, unchanged
+
+
+def test_result_is_checked_before_it_is_written(tiny_model_dir, tmp_path):
+    """A result that breaks the contract (here: a benchmark spec without a name) is never written."""
+    c = cfg(tiny_model_dir, tmp_path, limit=1)
+    c.bench.name = ""
+    with pytest.raises(SchemaError, match="field 'benchmark' must be a non-empty string"):
+        evaluate(c, quiet=True)
+    assert not list(tmp_path.glob("*.json"))
 
 
 def test_prefix_reuse_equals_no_reuse(tiny_model_dir):
@@ -70,6 +83,46 @@ def test_prefix_reuse_equals_no_reuse(tiny_model_dir):
     assert wide.layers[0].keys.shape[0] == 5 and wide.layers[0].keys.stride(0) == 0
     be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
     assert all(torch.equal(a, l.keys) and l.keys.shape[0] == 1 for a, l in zip(before, cache.layers))
+
+
+def test_gqa_packing_mutates_nothing_shared(tiny_model_dir, monkeypatch, request):
+    """On CPU the packed rows hand grouped K/V heads to SDPA as they are (enable_gqa), switched per
+    forward call: same logits as transformers' own SDPA path, no environment variable set, and
+    generation pads left without touching the shared tokenizer's padding_side."""
+    calls = []
+    real = hf.sdpa_gqa_attention
+
+    def spy(*a, sdpa_gqa=False, **kw):
+        calls.append(sdpa_gqa)
+        assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+        return real(*a, sdpa_gqa=sdpa_gqa, **kw)
+    monkeypatch.setattr(hf, "sdpa_gqa_attention", spy)    # use_sdpa_gqa registers this module's function
+    from transformers import AttentionInterface
+    request.addfinalizer(lambda: AttentionInterface.register(hf.SDPA_GQA, real))
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    be = HFBackend(tiny_model_dir, batch_size=3)
+    assert be._gqa and be.packing and be.model.config.num_key_value_heads < be.model.config.num_attention_heads
+    bench = load_benchmark("demo")
+    proto = get_protocol("base-5shot-logits")
+    qs = [q for q in bench.questions if q.subject == "geography"][:5]
+    prompts = [build_prompt(proto, bench.spec, bench.subjects, q, bench.shots["geography"]) for q in qs]
+    packed = be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
+    n_layers = be.model.config.num_hidden_layers
+    assert calls.count(True) == n_layers           # one packed forward, every layer through SDPA's GQA
+    be._gqa = False                                # transformers' own path (repeat_kv under a mask)
+    be._prefix = None
+    assert be.score_subject(prompts[0].prefix, [p.suffix for p in prompts]) == packed    # bit for bit
+    assert calls.count(True) == n_layers
+    sides, tok_call = [], type(be.tokenizer).__call__
+
+    def tokenize(self, *a, **kw):
+        sides.append((self.padding_side, kw.get("padding_side")))
+        return tok_call(self, *a, **kw)
+    monkeypatch.setattr(type(be.tokenizer), "__call__", tokenize)
+    texts = be.generate(["你好", "以下是一道很长很长的单选题"], max_new_tokens=2)
+    assert len(texts) == 2 and sides == [("right", "left")]   # left padding asked for, not set on the tokenizer
+    with pytest.raises(TypeError):                 # a misspelled setting is an error, not swallowed
+        HFBackend(tiny_model_dir, batchsize=3)
 
 
 def test_pack_rows():
@@ -181,6 +234,10 @@ def test_bad_model_folders(tiny_model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([DEMO, f"model={no_tok}", f"out_dir={tmp_path / 'o2'}"])
     assert "no tokenizer files" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:           # one line on stderr, exit code 2, no traceback
+        main([DEMO, f"model={tiny_model_dir}", "protocol=zero-shot", f"out_dir={tmp_path / 'o3'}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("config error: unknown protocol 'zero-shot'") and "Traceback" not in err
 
 
 def test_compare_and_ablation(tiny_model_dir, tiny_tokenizer, tmp_path, capsys):

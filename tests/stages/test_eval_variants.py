@@ -1,6 +1,6 @@
-"""A model with one of our non-standard FFN variants (own model_type, registered with the Auto
-classes by pretrain.model) is evaluated by a fresh `python -m eval.run` process: the eval loader
-must register the variants itself, without trust_remote_code."""
+"""A model with one of our non-standard FFN variants (own model_type, defined in core/models.py) is
+evaluated by a fresh `python -m eval.run` process: the eval loader must register the variants
+itself (through core.models.load_model), without trust_remote_code."""
 import json
 import subprocess
 import sys
@@ -11,7 +11,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_fresh_eval_process_loads_soft_moe_model(tiny_tokenizer, tmp_path):
-    from pretrain.model import build_model, model_config
+    from core.models import build_model
+    from pretrain.model import model_config
     cfg = SimpleNamespace(size="debug", ffn="soft_moe", se_reduction=4, moe_num_experts=4, moe_slots_per_expert=2,
                           moe_expert_intermediate_size=0, rope_theta=10000.0, init_std=0.02)
     model = build_model(model_config(cfg, len(tiny_tokenizer), pad_token_id=tiny_tokenizer.pad_token_id,

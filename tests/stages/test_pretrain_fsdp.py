@@ -31,10 +31,13 @@ def data_dir(tmp_path_factory, tiny_tokenizer, demo_texts):
                               num_shards=2)
 
 
-def _torchrun(nproc, args, env_extra=None):
-    env = {**os.environ, **(env_extra or {}), "PYTHONPATH": str(REPO)}
+def _torchrun(nproc, args, fault=None):
+    """`pretrain.train` under torchrun; `fault` (e.g. --kill-at-step=5) runs it through
+    tests/pretrain_faults.py, which injects that fault."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    target = [str(REPO / "tests" / "pretrain_faults.py"), fault] if fault else ["-m", "pretrain.train"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "pretrain.train", *args]
+           *target, *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -54,7 +57,7 @@ def _check_against_one_process(run, data_dir):
 
 def test_two_process_fsdp_trains_is_killed_and_resumes(data_dir, tmp_path):
     args = _args(data_dir, tmp_path, "fsdp2")
-    killed = _torchrun(2, args, {"ZHLLM_FAULT_KILL_AT_STEP": "5"})
+    killed = _torchrun(2, args, "--kill-at-step=5")
     assert killed.returncode != 0, killed.stdout[-2000:]
     run = tmp_path / "pretrain" / "fsdp2"
     ck = ckpt_lib.latest(run / "checkpoints")
@@ -73,7 +76,7 @@ def test_two_process_checkpoint_resumes_in_one_process(data_dir, tmp_path):
     """DCP reshards: a checkpoint written by 2 ranks continues in 1 process with the same losses."""
     from pretrain.train import main
     args = _args(data_dir, tmp_path, "reshard")
-    killed = _torchrun(2, args, {"ZHLLM_FAULT_KILL_AT_STEP": "4"})
+    killed = _torchrun(2, args, "--kill-at-step=4")
     assert killed.returncode != 0
     main(args + ["resume=auto"])
     _check_against_one_process(tmp_path / "pretrain" / "reshard", data_dir)

@@ -1,11 +1,13 @@
 """The pretraining entrypoint on a tiny model and tiny shards (CPU, fp32, fixed seed): golden
 losses, export round trip, kill -9 + resume=auto equal to the uninterrupted run, a kill during a
-checkpoint write, add_data on resume, and clear errors for a changed shard, a config that does not
-match the checkpoint and a missing tokenizer."""
+checkpoint write (both injected by tests/pretrain_faults.py), add_data on resume, and one-line
+errors (exit code 2) for a changed shard, a config that does not match the checkpoint and a
+missing tokenizer."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from pretrain.data import write_token_folder
 from pretrain.train import main
 
 REPO = Path(__file__).resolve().parents[2]
+FAULTS = REPO / "tests" / "pretrain_faults.py"
 GOLDEN = REPO / "tests" / "fixtures" / "pretrain_golden.json"
 STEPS = 6
 
@@ -49,10 +52,22 @@ def _trace(run):
     return [json.loads(x) for x in (run / "data_trace.jsonl").read_text().splitlines()]
 
 
-def _subprocess(args, env_extra):
-    env = {**os.environ, **env_extra, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "pretrain.train", *args], cwd=REPO, env=env,
+def _with_fault(fault, args):
+    """`pretrain.train` in a fresh process with `fault` (e.g. --kill-at-step=5) injected."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(FAULTS), fault, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def _refused(capsys, args, pattern):
+    """main(args) stops with one `[kind ]error: ...` line on stderr and exit code 2 (core.errors)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(pattern, err.strip().splitlines()[-1]), err[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +107,9 @@ def test_golden_losses(reference):
 
 def test_export_round_trip_logits_equal_trained(reference, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from core.models import build_model
     from pretrain.export import hf_config_from_state
     from pretrain.export import main as export_main
-    from pretrain.model import build_model
     ckpt = ckpt_lib.latest(reference / "checkpoints")
     trained = build_model(hf_config_from_state(ckpt_lib.read_state(ckpt)))
     ckpt_lib.load_model_only(ckpt, trained)
@@ -115,7 +130,7 @@ def test_export_round_trip_logits_equal_trained(reference, tmp_path):
 
 def test_kill9_mid_run_then_resume_auto_is_exact(reference, data_dir, tmp_path):
     args = _args(data_dir, tmp_path, "killed")
-    proc = _subprocess(args, {"ZHLLM_FAULT_KILL_AT_STEP": "5"})
+    proc = _with_fault("--kill-at-step=5", args)
     assert proc.returncode == -9, proc.stderr[-2000:]
     run = tmp_path / "pretrain" / "killed"
     assert not (run / "manifest.json").exists()
@@ -129,7 +144,7 @@ def test_kill9_mid_run_then_resume_auto_is_exact(reference, data_dir, tmp_path):
 
 def test_kill_during_checkpoint_write_keeps_previous_checkpoint(reference, data_dir, tmp_path):
     args = _args(data_dir, tmp_path, "ckptkill")
-    proc = _subprocess(args, {"ZHLLM_FAULT_KILL_IN_CHECKPOINT": "6"})
+    proc = _with_fault("--kill-in-checkpoint=6", args)
     assert proc.returncode == -9, proc.stderr[-2000:]
     ckroot = tmp_path / "pretrain" / "ckptkill" / "checkpoints"
     partial = ckroot / ".tmp-step_000006"
@@ -166,7 +181,7 @@ def test_add_data_on_resume(reference, data_dir, tmp_path, tiny_tokenizer, demo_
     assert [s["added_at_step"] for s in manifest["data_sources"]] == [0, 3]
 
 
-def test_changed_shard_on_resume_stops_naming_it(reference, data_dir, tmp_path, tiny_tokenizer, demo_texts):
+def test_changed_shard_on_resume_stops_naming_it(reference, data_dir, tmp_path, tiny_tokenizer, demo_texts, capsys):
     data = write_token_folder(tmp_path / "data", tiny_tokenizer, demo_texts[:600], num_shards=2)
     shutil.copytree(reference, tmp_path / "pretrain" / "x")
     (tmp_path / "pretrain" / "x" / "manifest.json").unlink()
@@ -179,47 +194,45 @@ def test_changed_shard_on_resume_stops_naming_it(reference, data_dir, tmp_path, 
     raw = bytearray(shard.read_bytes())
     raw[0] ^= 1
     shard.write_bytes(bytes(raw))
-    with pytest.raises(SystemExit, match="shard changed since the checkpoint: .*shard_00000.bin"):
-        main(_args(data, tmp_path, "x", "resume=auto"))
+    _refused(capsys, _args(data, tmp_path, "x", "resume=auto"),
+             "^data error: shard changed since the checkpoint: .*shard_00000.bin")
 
 
-def test_config_mismatch_with_checkpoint_is_refused(reference, data_dir, tmp_path):
+def test_config_mismatch_with_checkpoint_is_refused(reference, data_dir, tmp_path, capsys):
     shutil.copytree(reference, tmp_path / "pretrain" / "y")
     (tmp_path / "pretrain" / "y" / "manifest.json").unlink()
-    with pytest.raises(SystemExit, match=r"config does not match checkpoint .*optim.lr: checkpoint 0.01, now 0.02"):
-        main(_args(data_dir, tmp_path, "y", "resume=auto", "optim.lr=2e-2"))
+    _refused(capsys, _args(data_dir, tmp_path, "y", "resume=auto", "optim.lr=2e-2"),
+             r"^error: config does not match checkpoint .*optim.lr: checkpoint 0.01, now 0.02")
 
 
-def test_missing_tokenizer_and_bad_batch_are_clear_errors(data_dir, tmp_path):
+def test_missing_tokenizer_and_bad_batch_are_clear_errors(data_dir, tmp_path, capsys):
     broken = tmp_path / "notok"
     shutil.copytree(data_dir, broken)
     shutil.rmtree(broken / "tokenizer")
-    with pytest.raises(SystemExit, match=r"tokenizer missing: .*notok/tokenizer"):
-        main(_args(broken, tmp_path, "z"))
+    _refused(capsys, _args(broken, tmp_path, "z"), r"^pretrain error: tokenizer missing: .*notok/tokenizer")
     retok = tmp_path / "retok"
     shutil.copytree(data_dir, retok)
     (retok / "tokenizer" / "tokenizer.json").write_text((retok / "tokenizer" / "tokenizer.json").read_text() + " ")
-    with pytest.raises(SystemExit, match=r"tokenizer changed: .*retok/tokenizer"):
-        main(_args(retok, tmp_path, "z1"))
-    with pytest.raises(SystemExit, match="not a multiple of data.seq_len_tokens"):
-        main(_args(data_dir, tmp_path, "z2", "train.batch_size_tokens=100"))
+    _refused(capsys, _args(retok, tmp_path, "z1"), r"^pretrain error: tokenizer changed: .*retok/tokenizer")
+    _refused(capsys, _args(data_dir, tmp_path, "z2", "train.batch_size_tokens=100"),
+             "^pretrain error: .*not a multiple of data.seq_len_tokens")
     import importlib.util
     if importlib.util.find_spec("tensorboard") is None:
-        with pytest.raises(SystemExit, match=r"tensorboard is not installed \(logging.tensorboard=true\)"):
-            main(_args(data_dir, tmp_path, "z3", "logging.tensorboard=true"))
-    with pytest.raises(SystemExit, match="resume=auto needs run.name"):
-        main([*ARGS, f"data.path={data_dir}", f"run.root={tmp_path}", "resume=auto"])
+        _refused(capsys, _args(data_dir, tmp_path, "z3", "logging.tensorboard=true"),
+                 r"^config error: tensorboard is not installed \(logging.tensorboard=true\)")
+    _refused(capsys, [*ARGS, f"data.path={data_dir}", f"run.root={tmp_path}", "resume=auto"],
+             "^config error: resume=auto needs run.name")
+    _refused(capsys, _args(data_dir, tmp_path, "z4", "model.size=huge"), "^config error: model.size 'huge'")
 
 
 def test_soft_moe_variant_trains_exports_and_loads_through_auto_classes(data_dir, tmp_path):
-    from transformers import AutoModelForCausalLM
+    from core.models import build_model, load_model
     from pretrain.export import hf_config_from_state
-    from pretrain.model import build_model
     run = main(_args(data_dir, tmp_path, "moe", "model.ffn=soft_moe", "train.max_steps=2",
                      "train.trace_blocks=false"))
     cfg = json.loads((run / "model" / "config.json").read_text())
     assert cfg["model_type"] == "zhllm_qwen2_softmoe"
-    loaded = AutoModelForCausalLM.from_pretrained(run / "model")  # registered by importing pretrain.model
+    loaded = load_model(run / "model")
     ckpt = ckpt_lib.latest(run / "checkpoints")
     trained = build_model(hf_config_from_state(ckpt_lib.read_state(ckpt)))
     ckpt_lib.load_model_only(ckpt, trained)
@@ -231,7 +244,8 @@ def test_soft_moe_variant_trains_exports_and_loads_through_auto_classes(data_dir
 @pytest.mark.parametrize("recipe", sorted((REPO / "pretrain" / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_recipe_parses_and_names_a_known_size(recipe):
     from core.config import load_config
-    from pretrain.model import FFN_VARIANTS, SIZES
+    from core.models import FFN_VARIANTS
+    from pretrain.model import SIZES
     from pretrain.train import PretrainConfig
     cfg = load_config(PretrainConfig, recipe)
     assert cfg.model.size in SIZES and cfg.model.ffn in FFN_VARIANTS
@@ -245,7 +259,7 @@ def test_activation_checkpointing_gives_the_same_losses(reference, data_dir, tmp
     assert [l for _, l in _losses(run)] == pytest.approx([l for _, l in _losses(reference)], rel=1e-6)
 
 
-def test_resume_from_an_explicit_checkpoint_and_keep_last(reference, data_dir, tmp_path):
+def test_resume_from_an_explicit_checkpoint_and_keep_last(reference, data_dir, tmp_path, capsys):
     run = tmp_path / "pretrain" / "explicit"
     shutil.copytree(reference, run)
     (run / "manifest.json").unlink()
@@ -254,5 +268,4 @@ def test_resume_from_an_explicit_checkpoint_and_keep_last(reference, data_dir, t
                "train.keep_last_checkpoints=1"))
     assert _losses(run) == _losses(reference)
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000006"]
-    with pytest.raises(SystemExit, match="is a finished run"):
-        main(_args(data_dir, tmp_path, "explicit", "resume=auto"))
+    _refused(capsys, _args(data_dir, tmp_path, "explicit", "resume=auto"), "^error: .*explicit is a finished run")

@@ -47,43 +47,41 @@ def test_dpo_trl_few_steps(tmp_path, tiny_sft_run):
     AutoModelForCausalLM.from_pretrained(out / "model")
 
 
-def test_dpo_bad_rows_stop_before_any_run_folder(tmp_path, tiny_sft_run):
+def test_dpo_bad_rows_stop_before_any_run_folder(tmp_path, tiny_sft_run, user_error):
     from rl.dpo import main
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "问", "chosen": "同", "rejected": "同"}, ensure_ascii=False) + "\n"
                    + json.dumps({"prompt": "问2", "rejected": "乙"}, ensure_ascii=False) + "\n", encoding="utf-8")
     recipe = tmp_path / "bad_mix.yaml"
     recipe.write_text(yaml.safe_dump({"sources": [{"path": str(bad)}]}))
-    with pytest.raises(SystemExit) as e:
-        main([f"init_from={tiny_sft_run}", f"data.recipe={recipe}", f"run.root={tmp_path}", "run.name=bad"])
-    assert f"{bad}:1: 'chosen' and 'rejected' are identical" in str(e.value)
-    assert f"{bad}:2: missing 'chosen'" in str(e.value)
+    err = user_error(main, [f"init_from={tiny_sft_run}", f"data.recipe={recipe}", f"run.root={tmp_path}",
+                            "run.name=bad"])
+    assert err.startswith("data error: ")
+    assert f"{bad}:1: 'chosen' and 'rejected' are identical" in err and f"{bad}:2: missing 'chosen'" in err
     assert not (tmp_path / "dpo" / "bad").exists()        # stopped before any run folder was made
 
 
-def test_dpo_missing_benchmark_folder_is_a_clear_error(tmp_path, tiny_sft_run):
+def test_dpo_missing_benchmark_folder_is_a_clear_error(tmp_path, tiny_sft_run, user_error):
     from rl.dpo import main
-    with pytest.raises(SystemExit, match="decontamination error: benchmark 'ceval' not found"):
-        main(["rl/recipes/demo_dpo.yaml", f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "run.name=nb",
-              f"decontam.benchmarks=[ceval:{tmp_path}/nowhere]"])
+    err = user_error(main, ["rl/recipes/demo_dpo.yaml", f"init_from={tiny_sft_run}", f"run.root={tmp_path}",
+                            "run.name=nb", f"decontam.benchmarks=[ceval:{tmp_path}/nowhere]"])
+    assert err.startswith("decontamination error: benchmark 'ceval' not found")
     assert not (tmp_path / "dpo" / "nb" / "manifest.json").exists()
 
 
-def test_dpo_refuses_an_unfinished_parent(tmp_path, tiny_sft_run):
-    from core.runs import RunError
+def test_dpo_refuses_an_unfinished_parent(tmp_path, tiny_sft_run, user_error):
     from rl.dpo import main
     unfinished = tmp_path / "sft" / "half"
     shutil.copytree(tiny_sft_run / "model", unfinished / "model")
-    with pytest.raises(RunError, match="unfinished"):
-        main([f"init_from={unfinished}", f"run.root={tmp_path}"])
+    assert "unfinished" in user_error(main, [f"init_from={unfinished}", f"run.root={tmp_path}"])
 
 
 def test_llamafactory_config_generation(tmp_path, tiny_sft_run):
     from data_recipes.preference import load_recipe
-    from rl.dpo import DPOConfigFile
+    from rl.dpo import DPOConfig
     from rl.llamafactory_dpo import write_inputs
-    from core.config import load_config
-    cfg = load_config(DPOConfigFile, "rl/recipes/demo_dpo.yaml", ["lora.enabled=true", "dpo.beta=0.2"])
+    from core.config import ConfigError, load_config
+    cfg = load_config(DPOConfig, "rl/recipes/demo_dpo.yaml", ["lora.enabled=true", "dpo.beta=0.2"])
     _, data = load_recipe("demo")
     data.rows[0]["prompt"].insert(0, {"role": "system", "content": "你是助手。"})
     path = write_inputs(cfg, tmp_path, tiny_sft_run / "model", data.rows, steps=7, flags={"bf16": False, "use_cpu": True})
@@ -97,8 +95,8 @@ def test_llamafactory_config_generation(tmp_path, tiny_sft_run):
     assert len(pairs) == len(data.rows)
     assert pairs[0]["system"] == "你是助手。" and pairs[0]["conversations"][0]["from"] == "human"
     assert pairs[0]["chosen"] == {"from": "gpt", "value": data.rows[0]["chosen"][0]["content"]}
-    cfg2 = load_config(DPOConfigFile, None, ["dpo.loss_type=[sigmoid,sft]"])
-    with pytest.raises(SystemExit, match="one dpo.loss_type"):
+    cfg2 = load_config(DPOConfig, None, ["dpo.loss_type=[sigmoid,sft]"])
+    with pytest.raises(ConfigError, match="one dpo.loss_type"):
         write_inputs(cfg2, tmp_path, tiny_sft_run / "model", data.rows, 1, {"bf16": False, "use_cpu": True})
 
 

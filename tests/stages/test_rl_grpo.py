@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
 from core.log import read_metrics
 from core.runs import require_finished
 
@@ -39,16 +37,15 @@ def test_grpo_two_steps(tmp_path, tiny_sft_run):
     assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "generation_config.json").is_file()
 
 
-def test_grpo_config_errors(tmp_path, tiny_sft_run):
+def test_grpo_config_errors(tmp_path, tiny_sft_run, user_error):
     from rl.grpo import main
-    with pytest.raises(SystemExit, match="unknown reward"):
-        main([f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "grpo.rewards=[mcq_correct,length_bonus]"])
-    with pytest.raises(SystemExit, match="reward_weights"):
-        main([f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "grpo.reward_weights=[1.0]"])
-    with pytest.raises(SystemExit, match="num_generations must be >= 2"):
-        main([f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "grpo.num_generations=1"])
+    base = [f"init_from={tiny_sft_run}", f"run.root={tmp_path}"]
+    assert user_error(main, [*base, "grpo.rewards=[mcq_correct,length_bonus]"]).startswith(
+        "config error: grpo.rewards: unknown reward")
+    assert "grpo.reward_weights" in user_error(main, [*base, "grpo.reward_weights=[1.0]"])
+    assert "num_generations must be >= 2" in user_error(main, [*base, "grpo.num_generations=1"])
     bad = tmp_path / "exam.jsonl"
     bad.write_text('{"instruction": "没有选项", "output": "答案：A"}\n', encoding="utf-8")
-    with pytest.raises(SystemExit, match=rf"{bad}:1: options A-D not found"):
-        main([f"init_from={tiny_sft_run}", f"run.root={tmp_path}", f"prompts.mcq_files=[{bad}]"])
+    assert user_error(main, [*base, f"prompts.mcq_files=[{bad}]"]).startswith(
+        f"data error: {bad}:1: options A-D not found")
     assert not (tmp_path / "grpo").exists()       # config and data mistakes leave no run folder behind

@@ -72,21 +72,18 @@ def test_lora_merge_equals_adapter_logits(tmp_path, tiny_run_dir):
     assert not torch.allclose(merged_logits, base_logits, atol=1e-4)   # the adapter learned something
 
 
-def test_bad_input_stops_before_any_output(tmp_path, tiny_run_dir):
+def test_bad_input_stops_before_any_output(tmp_path, tiny_run_dir, user_error):
     (tmp_path / "bad.jsonl").write_text('{"instruction": "问"}\n{"instruction": "又问"}\n{"instruction": "x", '
                                         '"output": "y"}\n', encoding="utf-8")
     mix = tmp_path / "bad_mix.yaml"
     mix.write_text(yaml.safe_dump({"name": "bad", "data_root": str(tmp_path), "decontam": {"benchmarks": {"demo": ""}},
                                    "sources": [{"name": "b", "format": "alpaca", "path": "bad.jsonl"}]}),
                    encoding="utf-8")
-    with pytest.raises(SystemExit) as e:
-        _sft(tmp_path, tiny_run_dir, f"data.recipe={mix}")
-    assert e.value.code == 2
+    assert user_error(_sft, tmp_path, tiny_run_dir, f"data.recipe={mix}").startswith("data error: ")
     unfinished = tmp_path / "unfinished"
     (unfinished / "model").mkdir(parents=True)
-    with pytest.raises(SystemExit) as e:
-        _sft(tmp_path, unfinished)
-    assert e.value.code == 2
+    assert "no manifest.json" in user_error(_sft, tmp_path, unfinished)
+    assert user_error(_sft, tmp_path, tiny_run_dir, "backend=nemo").startswith("config error: backend must be")
     assert not (tmp_path / "runs" / "sft").exists()
 
 

@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from core.config import ConfigError, load_config, parse_args
+from core.errors import entrypoint
 
 
 @dataclass
@@ -63,8 +64,15 @@ def test_dry_run_prints_and_exits(capsys):
     assert "max_steps: 3" in out and "lr: 0.0003" in out
 
 
-def test_bad_override_exits_2(capsys):
-    with pytest.raises(SystemExit) as e:
+def test_bad_override_is_a_config_error_and_exits_2_through_an_entrypoint(capsys):
+    with pytest.raises(ConfigError, match="nope"):
         parse_args(Cfg, ["nope=1"], prog="t")
-    assert e.value.code == 2
-    assert "nope" in capsys.readouterr().err
+
+    @entrypoint
+    def main(argv=None):
+        return parse_args(Cfg, argv, prog="t")
+    with pytest.raises(SystemExit) as e:
+        main(["nope=1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("config error: ") and "nope" in err and "Traceback" not in err
+    assert main(["max_steps=3"])[0].max_steps == 3      # no error: main's own return value

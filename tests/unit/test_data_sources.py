@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from data_recipes.sources import DataError, SourceConfig, batches, resolve_inputs
+from data_recipes.sources import DataError, SourceOptions, batches, resolve_inputs
 from data_recipes.workers import _records
 
 
 def _lines(path, batch_bytes, max_docs=0):
-    [inp] = resolve_inputs([SourceConfig(path=str(path))], "")
+    [inp] = resolve_inputs([SourceOptions(path=str(path))], "")
     out = []
     for b in batches(inp, batch_bytes=batch_bytes, max_docs=max_docs):
         out.extend((loc, text, err) for loc, text, err, _ in _records(b, str(path), "jsonl", "text"))
@@ -33,7 +33,7 @@ def test_bad_bytes_offset_points_at_the_byte(tmp_path):
     good = json.dumps({"text": "好"}, ensure_ascii=False).encode() + b"\n"
     p.write_bytes(good + b'{"text": "x\xffy"}\n')
     (_, _, _), (loc, text, err) = _lines(p, 1 << 20)
-    msgs = [m for b in batches(resolve_inputs([SourceConfig(path=str(p))], "")[0])
+    msgs = [m for b in batches(resolve_inputs([SourceOptions(path=str(p))], "")[0])
             for *_, m in _records(b, str(p), "jsonl", "text") if m]
     assert text is None and err == "utf8" and loc == f"{p}:2"
     assert f"byte offset {len(good) + 11}" in msgs[0] and p.read_bytes()[len(good) + 11] == 0xFF
@@ -43,13 +43,13 @@ def test_globs_folders_and_missing_paths(tmp_path):
     (tmp_path / "d" / "sub").mkdir(parents=True)
     for name in ("d/b.jsonl", "d/a.jsonl", "d/sub/c.jsonl"):
         (tmp_path / name).write_text('{"text": "x"}\n')
-    got = resolve_inputs([SourceConfig(path="d/**/*.jsonl")], str(tmp_path))
+    got = resolve_inputs([SourceOptions(path="d/**/*.jsonl")], str(tmp_path))
     assert [i.path.split("/d/")[1] for i in got] == ["a.jsonl", "b.jsonl", "sub/c.jsonl"]
-    assert len(resolve_inputs([SourceConfig(path="d")], str(tmp_path))) == 3
+    assert len(resolve_inputs([SourceOptions(path="d")], str(tmp_path))) == 3
     with pytest.raises(DataError, match="path not found: .*nope"):
-        resolve_inputs([SourceConfig(name="x", path="nope/*.jsonl")], str(tmp_path))
+        resolve_inputs([SourceOptions(name="x", path="nope/*.jsonl")], str(tmp_path))
     with pytest.raises(DataError, match="cannot tell the format"):
         (tmp_path / "d" / "e.dat").write_text("x")
-        resolve_inputs([SourceConfig(path="d/e.dat")], str(tmp_path))
-    hub = resolve_inputs([SourceConfig(hub="org/set", path="local/*.jsonl")], "")[0]
+        resolve_inputs([SourceOptions(path="d/e.dat")], str(tmp_path))
+    hub = resolve_inputs([SourceOptions(hub="org/set", path="local/*.jsonl")], "")[0]
     assert hub.kind == "hub" and hub.spec["path"] == "org/set"        # no data_root: the hub is streamed

@@ -1,9 +1,9 @@
-"""Benchmark loaders (eval/data.py) and the benchmark YAMLs."""
+"""Benchmark loaders (core/benchmarks.py) and the benchmark YAMLs."""
 import json
 
 import pytest
 
-from eval.data import BenchmarkDataError, group_members, load_benchmark, load_questions, load_spec, read_subject_csv
+from core.benchmarks import BenchmarkDataError, group_members, load_benchmark, load_questions, load_spec, read_subject_csv
 from tests.conftest import shared_path
 
 CEVAL_HEAD = "id,question,A,B,C,D,answer\n"

@@ -1,7 +1,9 @@
 """Golden prompt text for every protocol (eval/protocols.py)."""
 import pytest
 
-from eval.data import Question, load_spec
+from core.benchmarks import Question, load_spec
+from core.config import ConfigError
+from core.results import PROTOCOL_NAMES
 from eval.protocols import PROTOCOLS, build_prompt, get_protocol
 
 Q = Question("law", "Humanities", "law/val/0", "下列说法正确的是____。", ("甲", "乙", "丙", "丁"), "B", "val")
@@ -42,8 +44,9 @@ def test_chat_protocols_golden(tiny_tokenizer):
 
 def test_protocol_registry():
     assert set(PROTOCOLS) == {"base-5shot-logits", "chat-0shot-gen", "chat-0shot-cot", "steel-compat"}
+    assert tuple(PROTOCOLS) == PROTOCOL_NAMES    # the result contract names exactly these, in this order
     assert get_protocol("steel-compat").label.startswith("STEEL-COMPAT")
     rec = get_protocol("base-5shot-logits").record()
     assert rec["version"] == 1 and rec["scoring"] == "logits" and rec["averaging"] == "micro+macro"
-    with pytest.raises(ValueError, match="unknown protocol"):
+    with pytest.raises(ConfigError, match="unknown protocol"):   # a config value: `config error: ...`
         get_protocol("zero-shot")

@@ -242,6 +242,18 @@ def test_config_defaults_overrides_and_dry_run(capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(LeaderboardConfig, ["--dry-run"], prog="leaderboard.build")
     assert e.value.code == 0 and "known_protocols" in capsys.readouterr().out
+    from core.results import PROTOCOL_NAMES
+    assert tuple(LeaderboardConfig().known_protocols) == PROTOCOL_NAMES   # the result contract's list
+
+
+def test_broken_baselines_is_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "b.yaml"
+    bad.write_text("schema_version: 1\nentries: []\n")
+    with pytest.raises(SystemExit) as e:
+        main([f"runs_root={tmp_path}", f"baselines={bad}", "plots=false"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"error: baselines: {bad}: 'entries' must be a non-empty list")
+    assert not (tmp_path / "leaderboard").exists()
 
 
 def test_unfinished_run_and_missing_parent_are_reported(tmp_path, capsys):

@@ -1,6 +1,7 @@
-"""Pretraining model definitions: causality of every FFN variant (and a leaky one the check must
-catch), Auto-class registration of the non-standard variants, plain-Qwen2 export of the standard
-one, and the size registry."""
+"""Model definitions (core/models.py) and pretraining's side of them (pretrain/model.py): causality
+of every FFN variant (and a leaky one the check must catch), loading the non-standard variants in a
+fresh process through `load_model` alone, plain-Qwen2 export of the standard one, the one HF-folder
+writer `save_hf`, the size registry and the chunked loss."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from pretrain.model import (FFN_VARIANTS, SIZES, build_model, causality_leak, count_params, linear_cross_entropy,
-                            model_config)
+from core.models import FFN_VARIANTS, build_model, count_parameters
+from pretrain.model import SIZES, linear_cross_entropy, model_config
 
 VOCAB = 320
 CAUSAL_TOL = 1e-5   # float noise of reordered sums; a real leak is orders of magnitude larger
@@ -26,6 +27,23 @@ def _model_cfg(ffn: str, size: str = "debug", **over):
 
 def _model(ffn: str):
     return build_model(model_config(_model_cfg(ffn), VOCAB, pad_token_id=0, eos_token_id=2), seed=0)
+
+
+@torch.no_grad()
+def causality_leak(model: nn.Module, vocab_size: int, seq_len: int = 24, cut: int = 11, seed: int = 0) -> float:
+    """Max |logit change| at positions <= `cut` when every token after `cut` is replaced.
+
+    0 (up to float noise, ~1e-6) for a causal model; a layer that reads future tokens shows up here.
+    """
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(0, vocab_size, (2, seq_len), generator=g)
+    b = a.clone()
+    b[:, cut + 1:] = torch.randint(0, vocab_size, (2, seq_len - cut - 1), generator=g)
+    was_training = model.training
+    model.eval()
+    la, lb = model(input_ids=a).logits, model(input_ids=b).logits
+    model.train(was_training)
+    return (la[:, :cut + 1] - lb[:, :cut + 1]).abs().max().item()
 
 
 class SequenceSoftMoE(nn.Module):
@@ -77,16 +95,90 @@ def test_causal_soft_moe_prefix_average_matches_a_loop():
 
 
 @pytest.mark.parametrize("ffn", ["double_swiglu", "soft_moe"])
-def test_nonstandard_variants_load_through_auto_classes(ffn, tmp_path):
+def test_nonstandard_variants_load_through_load_model_and_auto_classes(ffn, tmp_path):
     from transformers import AutoConfig, AutoModelForCausalLM
+    from core.models import load_model, register_variants
     model = _model(ffn)
     model.save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["model_type"] == {"double_swiglu": "zhllm_qwen2_doubleswiglu", "soft_moe": "zhllm_qwen2_softmoe"}[ffn]
-    assert type(AutoConfig.from_pretrained(tmp_path)).__name__.startswith("ZhQwen2")
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     ids = torch.randint(0, VOCAB, (2, 16))
+    loaded = load_model(tmp_path)
+    assert type(loaded) is type(model)
     torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+    register_variants()   # idempotent; afterwards the plain Auto classes know our model_types too
+    assert type(AutoConfig.from_pretrained(tmp_path)).__name__.startswith("ZhQwen2")
+    torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path)(input_ids=ids).logits,
+                               model(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_load_model_registers_the_variants_in_a_fresh_process(tmp_path):
+    """Nothing imported for a side effect: `load_model` alone loads a non-standard variant."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    model = _model("double_swiglu")
+    model.save_pretrained(tmp_path)
+    code = ("import sys, torch; from core.models import load_model; m = load_model(sys.argv[1]); "
+            "print(type(m).__name__, m(input_ids=torch.arange(8)[None]).logits.double().sum().item())")
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=repo, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    name, total = out.stdout.split()
+    with torch.no_grad():
+        expected = model(input_ids=torch.arange(8)[None]).logits.double().sum().item()
+    assert name == "ZhQwen2DoubleSwiGLUForCausalLM" and float(total) == pytest.approx(expected, rel=1e-6)
+
+
+def test_load_model_and_tokenizer_name_the_folder_they_cannot_use(tmp_path):
+    from core.models import load_model, load_tokenizer
+    from core.runs import RunError
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RunError, match=f"{tmp_path} has no model weights"):
+        load_model(tmp_path)
+    with pytest.raises(RunError, match=f"{tmp_path} has no tokenizer files"):
+        load_tokenizer(tmp_path)
+
+
+def test_save_hf_fresh_generation_config_copies_tokenizer_files_byte_for_byte(tiny_tokenizer, tmp_path):
+    """Pretraining's export: tokenizer files copied from the data folder, a new greedy generation
+    config, KV cache on; written atomically over an existing folder."""
+    from core.models import save_hf
+    tok_dir = tiny_tokenizer.saved_path
+    model = _model("swiglu")
+    model.config.use_cache = False
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier export")
+    assert save_hf(out, model, None, tokenizer_dir=tok_dir, fresh_generation_config=True) == out
+    assert not (out / "stale.txt").exists() and [p.name for p in tmp_path.iterdir()] == ["model"]
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tok_dir / name).is_file():
+            assert (out / name).read_bytes() == (tok_dir / name).read_bytes(), name
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == tiny_tokenizer.eos_token_id and gen["pad_token_id"] == tiny_tokenizer.pad_token_id
+    assert gen["do_sample"] is False and gen["max_new_tokens"] == 256
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["use_cache"] is True and cfg["eos_token_id"] == tiny_tokenizer.eos_token_id
+
+
+def test_save_hf_updates_the_models_own_generation_config(tiny_tokenizer, tmp_path):
+    """Post-training's save: the tokenizer saved by itself, the model's generation config kept
+    apart from eos/pad, which follow the tokenizer."""
+    from core.models import load_model, load_tokenizer, save_hf
+    model = _model("soft_moe")
+    model.generation_config.max_new_tokens = 77
+    model.generation_config.eos_token_id = 1
+    save_hf(tmp_path / "m", model, tiny_tokenizer)
+    gen = json.loads((tmp_path / "m" / "generation_config.json").read_text())
+    assert gen["max_new_tokens"] == 77 and gen["eos_token_id"] == tiny_tokenizer.eos_token_id
+    tok = load_tokenizer(tmp_path / "m")
+    assert tok.chat_template == tiny_tokenizer.chat_template and len(tok) == len(tiny_tokenizer)
+    ids = torch.randint(0, VOCAB, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "m")(input_ids=ids).logits, model(input_ids=ids).logits,
+                                   rtol=0, atol=0)
 
 
 def test_standard_variant_is_plain_qwen2(tmp_path):
@@ -117,7 +209,7 @@ def test_size_registry_param_counts():
     with torch.device("meta"):
         for name, (lo, hi) in expected.items():
             m = build_model(model_config(_model_cfg("swiglu", size=name), 32768), seed=0)
-            assert lo < count_params(m) < hi, (name, count_params(m))
+            assert lo < count_parameters(m) < hi, (name, count_parameters(m))
     steel = SIZES["steel_1b"]
     assert (steel.hidden, steel.layers, steel.heads) == (1792, 18, 32)
 

@@ -16,9 +16,9 @@ RL_RECIPES = sorted((Path(__file__).resolve().parents[2] / "rl" / "recipes").glo
 def entrypoint(recipe: Path):
     if "grpo" in recipe.stem:
         from rl import grpo
-        return grpo.main, grpo.GRPOConfigFile
+        return grpo.main, grpo.GRPOConfig
     from rl import dpo
-    return dpo.main, dpo.DPOConfigFile
+    return dpo.main, dpo.DPOConfig
 
 
 @pytest.mark.parametrize("recipe", RL_RECIPES, ids=lambda p: p.stem)
@@ -32,7 +32,7 @@ def test_rl_recipe_dry_runs(recipe, capsys):
     assert e.value.code == 0
     assert "init_from: runs/sft/x" in capsys.readouterr().out
     cfg = load_config(cls, recipe)
-    if cls.__name__ == "DPOConfigFile":
+    if cls.__name__ == "DPOConfig":
         assert recipe_path(cfg.data.recipe).is_file()
 
 

@@ -74,7 +74,7 @@ def _ngrams(s, n=6):
 def test_mcq_prompts_differ_from_eval_prompts():
     """Steel-LLM's SFT MCQ prompt was its eval prompt; ours share no 6-character run with any eval prompt."""
     protocols = pytest.importorskip("eval.protocols")
-    from eval.data import Question, load_spec
+    from core.benchmarks import Question, load_spec
     spec = load_spec("demo")
     q = Question("geography", "Social Science", "geography/val/0", "QQQ", ("W", "X", "Y", "Z"), "A", "val")
     names = {"subject_zh": "地理", "subject_en": "Geography"}

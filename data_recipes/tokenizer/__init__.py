@@ -5,8 +5,8 @@
 - specials `<|endoftext|>` (document separator, pad), `<|im_start|>`, `<|im_end|>` (eos),
 - a ChatML chat template with `{% generation %}` tags so TRL's assistant-only loss works.
 
-Run as (clean a recipe's corpus and train only its tokenizer, into runs/data/<name>/tokenizer/):
-    make tokenizer RECIPE=demo        # = python -m data_recipes.tokenizer data_recipes/recipes/demo.yaml
+The data build (data_recipes/build.py, data_recipes/tokenizer_train.py) trains it; `python -m
+data_recipes.tokenizer` (this package's __main__.py) runs the build's tokenizer step alone.
 """
 from __future__ import annotations
 
@@ -66,8 +66,3 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
 
 def document_separator_id(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids("<|endoftext|>")
-
-
-if __name__ == "__main__":
-    from data_recipes.build import main
-    main(only="tokenizer", prog="data_recipes.tokenizer")

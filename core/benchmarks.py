@@ -1,4 +1,8 @@
-"""Benchmark loaders: C-Eval, CMMLU and the built-in demo benchmark as lists of `Question`s.
+"""Benchmark questions: C-Eval, CMMLU and the built-in demo benchmark as lists of `Question`s.
+
+Shared by eval/ (scoring) and data_recipes/ (decontamination, RL prompts from the dev split), so it
+lives in core/ and imports no stage. The benchmark specs stay next to their docs in
+eval/benchmarks/<name>.yaml; this module knows that folder by path only.
 
 Three sources, one result:
 - a local copy in the official CSV layout (`data_dir=`): C-Eval `<split>/<subject>_<split>.csv`
@@ -13,7 +17,7 @@ data folder when there is one, else from the spec's `subjects` table (a copy of 
 A subject with a `dev` file but no scored file is skipped with a note (../shared/data holds out
 some subjects on purpose); the result is then labelled `subset: shared-split`.
 
-    from eval.data import load_benchmark, load_questions
+    from core.benchmarks import load_benchmark, load_questions
     bench = load_benchmark("cmmlu", data_dir="../shared/data/cmmlu")   # .questions, .shots, .notes
     every = load_questions("ceval", data_dir=..., splits=("dev", "val")) # for decontamination
 """
@@ -27,8 +31,10 @@ from pathlib import Path
 
 import yaml
 
-BENCH_DIR = Path(__file__).resolve().parent / "benchmarks"
-REPO_ROOT = BENCH_DIR.parent.parent
+from core.errors import UserError
+from core.runs import REPO_ROOT
+
+BENCH_DIR = REPO_ROOT / "eval" / "benchmarks"   # the specs (<name>.yaml) and their docs (<name>.md)
 LETTERS = ("A", "B", "C", "D")
 HEADERS = {  # layout -> the header columns that must open each file (extra trailing columns allowed)
     "ceval": ["id", "question", "A", "B", "C", "D", "answer"],
@@ -36,8 +42,9 @@ HEADERS = {  # layout -> the header columns that must open each file (extra trai
 }
 
 
-class BenchmarkDataError(ValueError):
+class BenchmarkDataError(UserError, ValueError):
     """A benchmark file that cannot be used; the message names the file and line."""
+    kind = "data"
 
 
 @dataclass

@@ -1,0 +1,103 @@
+"""Which run folder a pretraining command writes, which checkpoint it continues from, and whether
+its config may continue that checkpoint.
+
+    resume=""          a new run folder (refused if run.name already holds checkpoints)
+    resume=auto        continue run.name from its latest complete checkpoint, or start it
+    resume=<dir>       continue that run folder (its latest checkpoint) or that checkpoint
+
+A resumed run must have the checkpoint's config except for the keys in `RESUME_MAY_CHANGE`
+(logging, checkpoint cadence, micro-batching and other settings that do not change the numbers).
+Log rows written after the checkpoint by the process that died are dropped (`truncate_jsonl`).
+Used by pretrain/train.py; rank 0 decides and every rank uses its answer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch.distributed as dist
+
+from core.config import ConfigError, to_dict
+from core.errors import UserError
+from core.log import read_metrics
+from core.runs import Run, RunError, atomic_write_text
+from pretrain import checkpoint as ckpt_lib
+
+# Keys that may differ between a checkpoint and the command that resumes it.
+RESUME_MAY_CHANGE = ("resume", "add_data", "export", "logging.", "run.", "train.log_every_steps",
+                     "train.save_every_steps", "train.keep_last_checkpoints", "train.compile",
+                     "train.activation_checkpointing", "train.cpu_threads", "train.trace_blocks",
+                     "train.micro_batch_size", "model.attn_implementation")
+
+
+def open_run(cfg, recipe: str, rank: int, world: int) -> tuple[Run, Path | None, dict | None]:
+    """(run, checkpoint to resume or None, its trainer state) for a PretrainConfig. Rank 0 picks
+    (or creates) the run folder; everyone uses its answer, so an error there stops every rank."""
+    picked = [None]
+    if rank == 0:
+        try:
+            picked = [resolve_run(cfg, recipe)]
+        except UserError as e:
+            picked = [e]
+    if world > 1:
+        dist.broadcast_object_list(picked, src=0)
+    if isinstance(picked[0], Exception):
+        raise picked[0]
+    run_path, ckpt = picked[0]
+    state = ckpt_lib.read_state(ckpt) if ckpt else None
+    if state is not None:
+        check_config_matches(cfg, state["config"], ckpt)
+    run = Run(run_path, "pretrain", recipe)
+    if state is not None:
+        run.started = state.get("run_started", run.started)
+    return run, ckpt, state
+
+
+def resolve_run(cfg, recipe: str) -> tuple[Path, Path | None]:
+    """(run folder, checkpoint to resume from or None). Rank 0 only."""
+    if cfg.resume in ("", "auto"):
+        if cfg.resume == "auto" and not cfg.run.name:
+            raise ConfigError("resume=auto needs run.name=<run> (the run folder to continue)")
+        run = Run.create("pretrain", recipe, cfg.run, resume=cfg.resume == "auto").path
+        ckpt = ckpt_lib.latest(run / "checkpoints")
+        if cfg.resume == "" and ckpt is not None:
+            raise RunError(f"{run} already has checkpoints; pass resume=auto to continue it, or another run.name")
+    else:
+        p = Path(cfg.resume)
+        if (p / ckpt_lib.STATE_FILE).is_file():
+            run, ckpt = p.parent.parent, p
+        elif p.is_dir():
+            run, ckpt = p, ckpt_lib.latest(p / "checkpoints")
+            if ckpt is None:
+                raise RunError(f"resume={p}: no complete checkpoint under {p}/checkpoints")
+        else:
+            raise RunError(f"resume={p}: neither a run folder nor a checkpoint folder")
+    if (run / "manifest.json").is_file():
+        raise RunError(f"{run} is a finished run (manifest.json exists); start a new run instead")
+    return run, ckpt
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_config_matches(cfg, saved: dict, ckpt: Path) -> None:
+    now, then = _flat(to_dict(cfg)), _flat(saved)
+    diffs = [f"{k}: checkpoint {then.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(now) | set(then))
+             if not k.startswith(RESUME_MAY_CHANGE) and now.get(k) != then.get(k)]
+    if diffs:
+        raise RunError(f"config does not match checkpoint {ckpt}: " + "; ".join(diffs) +
+                       ". Resume with the checkpoint's settings or start a new run (run.name=...).")
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """After a resume from `last_step`, drop rows logged past it by the interrupted process."""
+    if path.is_file():
+        rows = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -1,0 +1,54 @@
+"""Run `pretrain.train` with a fault injected, for the reliability tests (the hooks live here, not
+in product code): the script patches one pretraining function, then runs the ordinary main.
+
+    --kill-at-step=N        SIGKILL every rank right after step N's end-of-step checkpoint check
+    --kill-in-checkpoint=N  SIGKILL rank 0 while writing checkpoint N: after the DCP shards, the
+                            RNG states and the data state, before trainer_state.json and the rename
+
+Run as (PYTHONPATH=<repo>):
+    python tests/pretrain_faults.py --kill-at-step=5 <pretrain.train args>
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/pretrain_faults.py --kill-at-step=5 <args>
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_at_step(n: int) -> None:
+    from pretrain import train
+    original = train.checkpoint_if_due
+
+    def patched(s):
+        original(s)
+        if s.step == n:
+            _die()
+    train.checkpoint_if_due = patched
+
+
+def kill_in_checkpoint(n: int) -> None:
+    from pretrain.data import BlockLoader
+    original = BlockLoader.save
+
+    def patched(self, folder, *args, **kwargs):
+        out = original(self, folder, *args, **kwargs)
+        if os.path.basename(str(folder)) == f".tmp-step_{n:06d}":   # checkpoint.save's temporary folder
+            _die()
+        return out
+    BlockLoader.save = patched
+
+
+FAULTS = {"--kill-at-step": kill_at_step, "--kill-in-checkpoint": kill_in_checkpoint}
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    while args and args[0].split("=")[0] in FAULTS:
+        flag, _, value = args.pop(0).partition("=")
+        FAULTS[flag](int(value))
+    from pretrain.train import main
+    main(args)
