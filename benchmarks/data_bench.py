@@ -13,9 +13,19 @@ time (report.json `timings`; process start-up and imports excluded).
 
 Targets: >= 1.7x from 1 to 2 processes; peak RSS of the main process grows < 1.5x for 10x data.
 
+Scale-out column (needs the `data` extra, `make setup-data`; skipped without it): on the base
+corpus, one run each of `make data` with 1 and 2 processes and `python -m data_recipes.scaleout`
+with datatrove's local executor (2 tasks, 2 processes) and its Ray executor (2 tasks on a local Ray
+instance of 2 CPUs, started by the run): documents/s over the whole command's wall time (start-up,
+imports and Ray's start included, as a user waits for it) and over the build's own time
+(report.json `seconds`), each as a ratio to `make data` with one process, plus the scale-out's
+per-stage seconds. All four must write the same shards. On 2 cores no speed-up is expected: the
+column shows the fixed cost (stage start-ups, the extra read and copy passes) a cluster amortises.
+
 Run as:
     .venv/bin/python benchmarks/data_bench.py                 # writes benchmarks/results/data.json
     .venv/bin/python benchmarks/data_bench.py --base-mb 2     # quicker
+    .venv/bin/python benchmarks/data_bench.py --scaleout-only # only the scale-out column (merged into data.json)
 """
 from __future__ import annotations
 
@@ -137,11 +147,80 @@ def run_build(recipe: Path, root: Path, workers: int) -> dict:
             "peak_rss_tree_mb": round(peak_tree / 2**20, 1), "dedupe_index_mb": round(report["dedupe_index_bytes"] / 2**20, 2)}
 
 
+def scaleout_column(recipe: Path, work: Path) -> dict:
+    """docs/s of make data (1, 2 processes) and of the scale-out on datatrove's local and Ray executors."""
+    try:
+        import datatrove  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError as e:
+        return {"skipped": f"the `data` extra is not installed ({e.name}); make setup-data"}
+    build = [sys.executable, "-m", "data_recipes.build", str(recipe)]
+    scale = [sys.executable, "-m", "data_recipes.scaleout", str(recipe)]
+    settings = {"make_data_1proc": build + ["num_workers=1"], "make_data_2proc": build + ["num_workers=2"],
+                "datatrove_local_2tasks": scale + ["--executor=local", "--tasks=2", "--workers=2"],
+                "datatrove_ray_2tasks": scale + ["--executor=ray", "--tasks=2", "--ray-cpus=2"]}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    rows, shards = {}, {}
+    for label, cmd in settings.items():
+        root = work / f"scaleout-{label}"
+        t0 = time.time()
+        proc = subprocess.run(cmd + [f"run.root={root}"], cwd=REPO, env=env, capture_output=True, text=True)
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{label} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        out = root / "data" / recipe.stem
+        report = json.loads((out / "report.json").read_text())
+        shards[label] = [e["sha256"] for e in json.loads((out / "manifest.json").read_text())["shards"]]
+        rows[label] = {"docs_in": report["docs_in"], "docs_kept": report["docs_kept"], "wall_s": round(wall, 2),
+                       "docs_per_s": round(report["docs_in"] / wall, 1), "build_s": report["seconds"],
+                       "docs_per_s_build": round(report["docs_in"] / report["seconds"], 1)}
+        if "scaleout" in report:
+            rows[label]["stage_s"] = report["timings"]
+        print(f"  {label:<24} {rows[label]['docs_per_s']:>8.1f} docs/s wall ({wall:.1f}s), "
+              f"{rows[label]['docs_per_s_build']:>8.1f} docs/s build ({report['seconds']:.1f}s)", flush=True)
+    one = rows["make_data_1proc"]
+    return {"corpus_docs": one["docs_in"], "runs": rows,
+            "ratio_to_make_data_1proc_wall": {k: round(r["docs_per_s"] / one["docs_per_s"], 3) for k, r in rows.items()},
+            "ratio_to_make_data_1proc_build": {k: round(r["docs_per_s_build"] / one["docs_per_s_build"], 3)
+                                               for k, r in rows.items()},
+            "same_shards_as_make_data": all(v == shards["make_data_1proc"] for v in shards.values())}
+
+
+def scaleout_section(work: Path, source: str, base_mb: float, near: bool) -> dict:
+    print(f"scale-out column ({source}, base corpus):", flush=True)
+    section = {"corpus_source": source, "base_mb": base_mb, "near_dedupe": near,
+               "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+               **scaleout_column(work / "base.yaml", work), "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if "ratio_to_make_data_1proc_wall" in section:
+        print("  ratio to make data, 1 process (wall / build): " + ", ".join(
+            f"{k} {v:.2f}x / {section['ratio_to_make_data_1proc_build'][k]:.2f}x"
+            for k, v in section["ratio_to_make_data_1proc_wall"].items()))
+        print(f"  same shards in all four: {section['same_shards_as_make_data']}")
+    else:
+        print(f"  {section['skipped']}")
+    return section
+
+
+def _recipe(folder: Path, work: Path, near: bool) -> dict:
+    return {"data_root": str(folder), "sources": [{"path": "*.jsonl"}],
+            "clean": {"operators": [{"name": "nfkc_normalize"}, {"name": "whitespace_normalize"},
+                                    {"name": "traditional_to_simplified"},
+                                    {"name": "length_filter", "min_chars": 16},
+                                    {"name": "special_char_filter", "max_ratio": 0.2},
+                                    {"name": "cjk_ratio_filter", "min_ratio": 0.5},
+                                    {"name": "repetition_filter"}]},
+            "dedupe": {"near": near},
+            "tokenizer": {"from_dir": str(work / "tok"), "compare_baseline": False, "heldout_every_docs": 0},
+            "shards": {"shard_size_tokens": 5_000_000, "batch_bytes": 262144}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base-mb", type=float, default=4.0, help="size of the base corpus (the big one is 10x)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per setting; the fastest counts (noisy shared machine)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data.json"))
+    ap.add_argument("--scaleout-only", action="store_true", help="only the scale-out column, merged into --out")
+    ap.add_argument("--no-scaleout", action="store_true", help="skip the scale-out column")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with tempfile.TemporaryDirectory(prefix="data_bench-") as tmp:
@@ -151,21 +230,18 @@ def main() -> None:
         texts = [json.loads(l)["text"] for l in (base_dir / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
         build_tokenizer(texts, vocab_size=8000).save_pretrained(str(work / "tok"))
         near = source != "demo-replicated"
+        for label, folder in (("base", base_dir), ("big", big_dir)):
+            (work / f"{label}.yaml").write_text(json.dumps(_recipe(folder, work, near), ensure_ascii=False))
+        scaleout = None if args.no_scaleout else scaleout_section(work, source, args.base_mb, near)
+        if args.scaleout_only:
+            old = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {"benchmark": "data"}
+            atomic_write_json(args.out, {**old, "scaleout": scaleout})
+            print(f"-> {args.out} (scaleout)")
+            return
         ceiling = [machine_speedup()]
         results = {}
         for label, folder in (("base", base_dir), ("big", big_dir)):
             recipe = work / f"{label}.yaml"
-            recipe.write_text(json.dumps({
-                "data_root": str(folder), "sources": [{"path": "*.jsonl"}],
-                "clean": {"operators": [{"name": "nfkc_normalize"}, {"name": "whitespace_normalize"},
-                                        {"name": "traditional_to_simplified"},
-                                        {"name": "length_filter", "min_chars": 16},
-                                        {"name": "special_char_filter", "max_ratio": 0.2},
-                                        {"name": "cjk_ratio_filter", "min_ratio": 0.5},
-                                        {"name": "repetition_filter"}]},
-                "dedupe": {"near": near},
-                "tokenizer": {"from_dir": str(work / "tok"), "compare_baseline": False, "heldout_every_docs": 0},
-                "shards": {"shard_size_tokens": 5_000_000, "batch_bytes": 262144}}, ensure_ascii=False))
             for rep in range(args.repeats):
                 for workers in (1, 2):          # alternate, so load changes hit both settings alike
                     r = run_build(recipe, work / f"runs-{label}-{workers}-{rep}", workers)
@@ -200,6 +276,8 @@ def main() -> None:
            "met": {"speedup": speedup["big"] >= 1.7, "rss": max(rss.values()) < 1.5},
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "note": "the dev machine has 2 cores shared with other jobs; see load_avg_at_end"}
+    if scaleout is not None:
+        out["scaleout"] = scaleout
     atomic_write_json(args.out, out)
     print(f"speedup 1 -> 2 processes: base {speedup['base']:.2f}x, 10x corpus {speedup['big']:.2f}x (target >= 1.7x)")
     print(f"a trivially parallel CPU loop got {ceiling[0]:.2f}x / {ceiling[1]:.2f}x (before / after) on this machine")

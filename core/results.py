@@ -27,6 +27,9 @@ SUBSETS = ("full", "shared-split", "builtin")
 PARTIAL = "+partial"
 REQUIRED_FIELDS = ("schema_version", "benchmark", "benchmark_version", "split", "data_source",
                    "subset", "n_questions", "protocol", "model", "acc_micro", "acc_macro", "ci95", "date")
+# The optional `context` field (eval/context.py; results written before it lack it): how many prompts
+# were over the model's context and fitted, in total and per subject. Each over-long prompt counts once.
+CONTEXT_COUNTS = ("prompts", "shots_reduced", "left_truncated")
 
 
 class SchemaError(UserError, ValueError):
@@ -96,11 +99,44 @@ def check_result(obj, where: str, known_protocols=PROTOCOL_NAMES) -> dict:
         if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(is_number(x) for x in pair)
                 or not 0.0 <= pair[0] <= acc + 1e-9 or not acc - 1e-9 <= pair[1] <= 1.0):
             bad(f"ci95.{k} must be [lo, hi] with 0 <= lo <= acc_{k} <= hi <= 1, got {pair!r}")
+    if "context" in obj:
+        _check_context(obj["context"], obj["n_questions"], bad)
     per_cat = obj.get("per_category") or {}
     if not isinstance(per_cat, dict) or any(
             not isinstance(v, dict) or not is_number(v.get("acc")) or not 0 <= v["acc"] <= 1 for v in per_cat.values()):
         bad("per_category must map category -> {acc: fraction, n: int}")
     return obj
+
+
+def _check_context(ctx, n_questions: int, bad) -> None:
+    """{"max_len": int, "prompts": n_questions, "shots_reduced": k, "left_truncated": m,
+    "per_subject": {subject: {prompts, shots_reduced, left_truncated}}} with k + m <= prompts and
+    the subjects adding up to the totals."""
+    def counts_ok(c) -> bool:
+        return (isinstance(c, dict) and all(is_int(c.get(k)) and c[k] >= 0 for k in CONTEXT_COUNTS)
+                and c["shots_reduced"] + c["left_truncated"] <= c["prompts"])
+
+    if not isinstance(ctx, dict) or not is_int(ctx.get("max_len")) or ctx["max_len"] <= 0:
+        bad("context must be an object with a positive int 'max_len'")
+    if not counts_ok(ctx):
+        bad(f"context needs non-negative ints {', '.join(CONTEXT_COUNTS)} with shots_reduced + "
+            f"left_truncated <= prompts, got {ctx!r}")
+    if ctx["prompts"] != n_questions:
+        bad(f"context.prompts {ctx['prompts']} is not n_questions {n_questions}")
+    per = ctx.get("per_subject")
+    if per is None:
+        return
+    if not isinstance(per, dict) or not all(counts_ok(c) for c in per.values()):
+        bad("context.per_subject must map subject -> {prompts, shots_reduced, left_truncated}")
+    for k in CONTEXT_COUNTS:
+        if sum(c[k] for c in per.values()) != ctx[k]:
+            bad(f"context.per_subject's {k} add up to {sum(c[k] for c in per.values())}, not {ctx[k]}")
+
+
+def context_overflow(result: dict) -> tuple[int, int]:
+    """(shots_reduced, left_truncated) of a checked result; (0, 0) for a result without `context`."""
+    ctx = result.get("context") or {}
+    return ctx.get("shots_reduced", 0), ctx.get("left_truncated", 0)
 
 
 def load_result(path: str | Path, known_protocols=PROTOCOL_NAMES) -> dict:
@@ -119,3 +155,24 @@ def load_result(path: str | Path, known_protocols=PROTOCOL_NAMES) -> dict:
         raise SchemaError(f"{path}: file name says {bench}/{proto} but the content says "
                           f"{obj['benchmark']}/{obj['protocol']['name']}")
     return obj
+
+
+def load_predictions(path: str | Path, result: dict) -> dict[str, dict]:
+    """{question id: line} of the per-question predictions file a checked result names (`predictions`,
+    beside the result); the rows carry `gold`, `pred` and `correct` (what paired tests need)."""
+    path = Path(path)
+    pred = path.parent / str(result.get("predictions") or "")
+    if not result.get("predictions") or not pred.is_file():
+        raise SchemaError(f"{path}: its predictions file {pred} is missing")
+    rows = {}
+    for i, line in enumerate(pred.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"{pred}:{i}: invalid JSON: {e.msg}") from None
+        if not isinstance(r, dict) or not {"id", "gold", "correct"} <= set(r):
+            raise SchemaError(f"{pred}:{i}: a predictions line needs id, gold and correct")
+        rows[r["id"]] = r
+    return rows

@@ -31,14 +31,14 @@ from pathlib import Path
 from core.config import ConfigError, dump_yaml, parse_args, recipe_name, to_dict
 from core.errors import entrypoint
 from core.log import progress
-from core.runs import Run, RunError, RunOptions, atomic_write_json, read_manifest, tokenizer_hash
+from core.runs import Run, RunError, RunLock, RunOptions, atomic_write_json, read_manifest, tokenizer_hash
 from data_recipes.clean import DEFAULT_OPERATORS, Chain, load_plugins
 from data_recipes.build_report import operator_table, per_source, print_summary
 from data_recipes.dedupe import Deduper, MinHasher, collision_probability, file_identity
 from data_recipes.shards import ShardWriter, dtype_for_vocab, open_shards
 from data_recipes.sources import (DataError, SourceOptions, batches, resolve_inputs, resolve_root, source_name,
                                   uses_local)
-from data_recipes.tokenizer import document_separator_id
+from data_recipes.tokenizer import SPLITS, document_separator_id
 from data_recipes.tokenizer_train import TokenizerOptions, make_tokenizer
 from data_recipes.workers import DROP, ERROR, clean_batch, init_clean, init_tokenize, ordered_map, tokenize_chunk
 
@@ -99,6 +99,8 @@ def validate(cfg: BuildConfig) -> Chain:
         raise ConfigError(f"dedupe.duplicate_files must be skip or keep, got {cfg.dedupe.duplicate_files!r}")
     if cfg.num_workers < 1:
         raise ConfigError("num_workers must be >= 1")
+    if cfg.tokenizer.split not in SPLITS:
+        raise ConfigError(f"tokenizer.split must be one of {', '.join(SPLITS)}, got {cfg.tokenizer.split!r}")
     load_plugins(cfg.plugins)
     return Chain(cfg.clean.operators)
 
@@ -163,6 +165,7 @@ class _Pass1:
         self.per_input = defaultdict(lambda: {"records": 0, "kept": 0, "errors": Counter(), "first_error": None})
         self.chars_in = self.chars_kept = self.kept = 0
         self.quarantine = open(tmp / "quarantine.jsonl", "wb")
+        self.first_rejected: list[str] = []
         (tmp / "cleaned").mkdir()
         self.parts: list[Path] = []
         self.chunks: list[tuple[str, int, int]] = []
@@ -171,6 +174,9 @@ class _Pass1:
 
     def quarantine_line(self, inp, loc, op, reason, text="") -> None:
         rec = {"source": inp.source, "input": inp.path, "loc": loc, "operator": op, "reason": reason}
+        if len(self.first_rejected) < 3:      # named in the error when nothing survives (quarantine.jsonl goes with it)
+            why = reason[len(loc) + 2:] if reason.startswith(f"{loc}: ") else reason
+            self.first_rejected.append(f"{loc} ({op}: {why})")
         if text:
             rec["text"] = text
         self.quarantine.write(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
@@ -344,7 +350,8 @@ def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path
         if p1.kept == 0:
             why = ", ".join(f"{k} {v}" for k, v in (p1.drops + Counter({f"input:{k}": v for k, v in p1.errors.items()}))
                             .most_common()) or "no records read"
-            raise DataError(f"no documents survived cleaning ({why}); nothing written")
+            first = f"; first rejected: {'; '.join(p1.first_rejected)}" if p1.first_rejected else ""
+            raise DataError(f"no documents survived cleaning ({why}){first}; nothing written")
         report = {"recipe": recipe, "content_hash": key, "num_workers": cfg.num_workers,
                   "docs_in": sum(p["records"] for p in p1.per_input.values()), "docs_kept": p1.kept,
                   "chars_in": p1.chars_in, "chars_kept": p1.chars_kept,
@@ -421,7 +428,10 @@ def main(argv: list[str] | None = None, only: str | None = None, prog: str = "da
         _print_plan(cfg, recipe, chain)
         return None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return build(cfg, recipe, only=only)
+    out = Path(cfg.run.root) / "data" / (cfg.run.name or recipe_name(recipe))
+    # One build writes a data folder at a time; the lock sits beside it, as the folder is swapped in.
+    with RunLock(out, out.parent / f".{out.name}.lock"):
+        return build(cfg, recipe, only=only)
 
 
 if __name__ == "__main__":

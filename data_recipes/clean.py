@@ -27,6 +27,7 @@ import functools
 import importlib
 import inspect
 import re
+import typing
 import unicodedata
 from dataclasses import dataclass
 from typing import Callable
@@ -260,6 +261,29 @@ def load_plugins(modules: list[str]) -> None:
             raise OperatorError(f"plugin module '{mod}' cannot be imported: {e}") from None
 
 
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _param_types(fn) -> dict[str, type]:
+    """The scalar type of each parameter of an operator: its annotation, else its default's type."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:   # a plugin's annotation that does not resolve: fall back to the defaults
+        hints = {}
+    out = {}
+    for name, p in inspect.signature(fn).parameters.items():
+        tp = hints.get(name, type(p.default) if p.default is not inspect.Parameter.empty else None)
+        if tp in _TYPE_WORDS:
+            out[name] = tp
+    return out
+
+
+def _fits(value, tp: type) -> bool:
+    if tp is bool or isinstance(value, bool):
+        return tp is bool and isinstance(value, bool)
+    return isinstance(value, (int, float) if tp is float else tp)
+
+
 class Chain:
     """The operators of a recipe, bound to their parameters and checked up front."""
 
@@ -274,10 +298,14 @@ class Chain:
                                     f"add one with @operator and list its module under plugins:)")
             op = REGISTRY[name]
             params = inspect.signature(op.fn).parameters
-            for k in spec:
+            types = _param_types(op.fn)
+            for k, v in spec.items():
                 if k not in params or k == "text":
                     known = ", ".join(p for p in params if p != "text")
                     raise OperatorError(f"clean.operators[{i}] ({name}): unknown parameter '{k}' (known: {known})")
+                if k in types and not _fits(v, types[k]):
+                    raise OperatorError(f"clean.operators[{i}] ({name}): {k} must be {_TYPE_WORDS[types[k]]}, "
+                                        f"got {v!r}")
             self.steps.append((name, op.kind, functools.partial(op.fn, **spec)))
 
     @property

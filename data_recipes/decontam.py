@@ -1,15 +1,22 @@
 """Decontamination of training text against benchmark questions (C-Eval, CMMLU, the demo bench).
 
-Every benchmark item (question + its options, all splits present on disk) is normalised and cut
-into token n-grams; a training text is a hit for an item when it contains at least `threshold` of
-the item's n-grams. Coverage of the *item* (not of the text) is what counts, so a long conversation
-that quotes one question is still caught, while a text that merely shares a stock phrase such as
-"下列说法正确的是" with many questions is not.
-
-Normalisation: NFKC, lower case, fill-in blanks and option labels ("A." "(B)") removed; tokens are
-single CJK characters and runs of latin letters/digits. Items shorter than the n-gram length count
-as one n-gram of their own length (an exact token-sequence match); items under `min_item_tokens`
-are skipped (too short to tell a copy from a coincidence) and counted.
+An item is its question stem and its options, matched as separate parts, so reordered options, other
+labels or another layout do not matter. Text is normalised (NFKC: full-width letters and punctuation
+become half-width; lower case) and cut into tokens: single CJK characters and latin/digit runs, with
+whitespace and punctuation no tokens and lone letters a-e (option labels, "A." "(B)" "C、") dropped.
+- A part of >= `ngram_tokens` tokens is covered by the fraction of its own n-grams found in the text
+  (no n-gram crosses parts); a shorter part by its whole token sequence occurring (1) or not (0).
+- score = the item's tokens covered (coverage x length, summed over parts) / all its tokens; a hit
+  needs score >= `threshold` and an anchor: the stem covered >= `threshold` (stems under 2 n-grams'
+  worth of tokens only together with `threshold` of the option tokens: a row that teaches "河南省的
+  省会是郑州" does not copy the question), or long options alone covering `threshold` of the item.
+  Options are an unordered set; four common words never make a hit without the stem.
+- An item shorter than one n-gram must be present whole (every part, any order); items under
+  `min_item_tokens` are skipped (too short to tell a copy from a coincidence) and counted.
+Coverage of the *item*, not of the text, counts: a long conversation that quotes one question is
+caught, a text sharing a stock phrase such as "下列说法正确的是" with many questions is not. Texts are
+checked in batches with numpy (token hashes, a sorted key array behind a bit filter, candidate items
+scored together), and many rows in several processes (`auto_workers`).
 
     decon = Decontaminator.from_benchmarks({"ceval": "../shared/data/ceval", "demo": ""}, ngram_tokens=8,
                                            threshold=0.5)   # "" = the spec's built-in copy
@@ -18,41 +25,35 @@ are skipped (too short to tell a copy from a coincidence) and counted.
     write_report(run.path / "decontamination.json", report)
 
 DPO and GRPO configure it with a `decontam:` section (`DecontamOptions`) and call
-`decontaminate_records`, which does all of the above; SFT mixes use sft_mix.run_decontam.
+`decontaminate_records`; SFT mixes use sft_mix.run_decontam. Recall on planted copies, false
+positives and throughput: benchmarks/decontam_bench.py.
 """
 from __future__ import annotations
 
 import csv
-import re
-import unicodedata
+import multiprocessing as mp
+import os
+from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
 
 from core.config import ConfigError
 from core.errors import UserError
 from core.runs import atomic_write_json
+from data_recipes.decontam_tokens import MAX_NGRAM, bit_filter, kgram_hashes, maybe_in, tokenize
 from data_recipes.preference import expand_path
 
-_TOKEN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]|[a-z0-9]+")
-# Option labels at a line start or after whitespace/punctuation ("A." "B、" "(C)" "D:"), and blanks.
-_LABEL_RE = re.compile(r"(?:(?<=^)|(?<=[\s(（]))\(?[a-e][.．、:：)）]", re.MULTILINE)
-_BLANK_RE = re.compile(r"_{2,}|（\s*）|\(\s*\)")
+METHOD = "item coverage: stem n-grams + options as an unordered set (labels, width, spacing ignored)"
+_STEM_KEY = 4                            # a stem shorter than one n-gram is looked up by its first 4 tokens
 
 
 class DecontamError(UserError, ValueError):
     """A benchmark folder that is missing or unreadable."""
     kind = "decontamination"
-
-
-def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = _BLANK_RE.sub(" ", text)
-    return _LABEL_RE.sub(" ", text)
-
-
-def tokens(text: str) -> list[str]:
-    return _TOKEN_RE.findall(normalize(text))
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Hit:
     split: str
     subject: str
     id: str
-    score: float          # fraction of the item's n-grams found in the text
+    score: float          # fraction of the item's tokens found in the text (see the module docstring)
     question: str
 
 
@@ -123,27 +124,69 @@ def load_benchmark_items(name: str, path: str | Path | None) -> list[BenchItem]:
     return [BenchItem(name, q.split, q.subject, q.id, q.question, list(q.choices)) for q in questions]
 
 
+# ---- the index ----------------------------------------------------------------------------------------
 class Decontaminator:
-    """An n-gram index over benchmark items; `check(text)` returns the items a text overlaps."""
+    """An index over the parts (stem, options) of benchmark items; `check(text)` returns the items a
+    text contains, `check_batch(texts)` does many texts in one pass."""
 
     def __init__(self, items: list[BenchItem], ngram_tokens: int = 8, threshold: float = 0.5,
                  min_item_tokens: int = 5, sources: dict[str, str] | None = None):
         if not 0 < threshold <= 1:
             raise DecontamError(f"threshold must be in (0, 1], got {threshold}")
+        if not 1 <= ngram_tokens <= MAX_NGRAM:
+            raise DecontamError(f"ngram_tokens must be in [1, {MAX_NGRAM}], got {ngram_tokens}")
         self.n, self.threshold, self.min_item_tokens = ngram_tokens, threshold, min_item_tokens
         self.items = items
         self.sources = sources or {}
-        self.n_skipped_short = 0
-        self._grams_per_item: list[int] = []
-        self._index: dict[int, list[int]] = {}
-        self._lengths: set[int] = set()
-        for idx, item in enumerate(items):
-            grams = self._grams(tokens(item.text), item_side=True)
-            self._grams_per_item.append(len(grams))
-            if not grams:
+        self._build()
+
+    def _build(self) -> None:
+        """Parts of >= n tokens go into a sorted key array (their n-grams) with postings to the part;
+        a shorter stem goes in by its first tokens, and short parts are looked for, whole, only in
+        texts that already share a key with their item."""
+        n, items = self.n, self.items
+        toks, _, off = tokenize([p for it in items for p in (it.question, *it.options)])
+        grams = kgram_hashes(toks, range(1, n + 1))
+        lens = np.diff(off) - 1
+        self._total = np.zeros(len(items))                  # tokens of the item, all parts
+        self._stem_len = np.zeros(len(items))
+        self._need = np.full(len(items), np.inf)            # covered tokens that make a hit (inf: skipped)
+        self._short_mass = np.zeros(len(items))             # tokens in parts shorter than n
+        self._short: list[list[tuple[int, int, bool]]] = [[] for _ in items]   # (length, hash, is stem)
+        units, keys, by_length, self.n_skipped_short, q = [], [], {n: []}, 0, 0
+        for idx, it in enumerate(items):
+            plens = lens[q:q + 1 + len(it.options)].tolist()
+            total = sum(plens)
+            if plens[0] == 0 or total < self.min_item_tokens:
                 self.n_skipped_short += 1
-            for g in grams:
-                self._index.setdefault(g, []).append(idx)
+                q += len(plens)
+                continue
+            self._total[idx], self._stem_len[idx] = total, plens[0]
+            self._need[idx] = total if total < n else self.threshold * total
+            for j, k in enumerate(plens):
+                start, q = off[q], q + 1
+                if 0 < k < n:
+                    self._short[idx].append((k, int(grams[k][start]), j == 0))
+                    self._short_mass[idx] += k
+                if k >= n:
+                    g, klen = np.unique(grams[n][start:start + k - n + 1]), n
+                elif j == 0:                 # a short stem: keyed by its first tokens, coverage comes later
+                    klen = min(k, _STEM_KEY)
+                    g = grams[klen][start:start + 1]
+                else:
+                    continue
+                keys.append(np.stack([g, np.full(len(g), len(units), dtype=np.uint64)]))
+                by_length.setdefault(klen, []).append(g)
+                units.append((idx, k if k >= n else 0, len(g), j == 0))   # item, tokens, keys, is stem
+        pairs = np.concatenate(keys, axis=1) if keys else np.zeros((2, 0), dtype=np.uint64)
+        pairs = pairs[:, np.argsort(pairs[0], kind="stable")]
+        self._keys, first = np.unique(pairs[0], return_index=True)
+        self._post_off = np.append(first, pairs.shape[1])
+        self._post_unit = pairs[1].astype(np.int64)
+        self._filters = {k: bit_filter(np.concatenate(v) if v else np.zeros(0, np.uint64))
+                         for k, v in sorted(by_length.items())}
+        u = np.array(units, dtype=float).reshape(-1, 4)
+        self._unit_item, self._unit_len, self._unit_grams, self._unit_stem = u[:, 0].astype(np.int64), *u[:, 1:].T
 
     @classmethod
     def from_benchmarks(cls, benchmarks: dict[str, str | Path], ngram_tokens: int = 8,
@@ -164,31 +207,74 @@ class Decontaminator:
             sources[name] = f"local:{path}" if path else "builtin"
         return cls(items, ngram_tokens, threshold, sources=sources, **kw)
 
-    def _grams(self, toks: list[str], item_side: bool = False) -> set[int]:
-        n = self.n
-        if item_side and len(toks) < n:
-            if len(toks) < self.min_item_tokens:
-                return set()
-            self._lengths.add(len(toks))
-            return {hash(tuple(toks))}
-        return {hash(tuple(toks[i:i + n])) for i in range(len(toks) - n + 1)}
+    def _unit_coverage(self, grams: dict[int, np.ndarray], text_of: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(text, keyed part, coverage) for every keyed part that shares a key with a text."""
+        nk, nu = len(self._keys), len(self._unit_item)
+        at = {k: np.nonzero(maybe_in(f, grams[k]))[0] for k, f in self._filters.items()}
+        h = np.concatenate([grams[k][i] for k, i in at.items()])
+        t = text_of[np.concatenate(list(at.values()))]
+        if not nk or not len(h):
+            return (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+        pos = np.minimum(np.searchsorted(self._keys, h), nk - 1)
+        found = self._keys[pos] == h
+        t, key = np.divmod(np.unique(t[found] * nk + pos[found]), nk)     # each key once per text
+        lo = self._post_off[key]
+        cnt = self._post_off[key + 1] - lo
+        post = np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(cnt.sum())   # every posting of every key
+        pair, n_found = np.unique(np.repeat(t, cnt) * nu + self._post_unit[post], return_counts=True)
+        t, unit = np.divmod(pair, nu)
+        return t, unit, n_found / self._unit_grams[unit]
+
+    def check_batch(self, texts: list[str]) -> list[list[tuple[int, float]]]:
+        """[(item index, score)] of the hits of each text, best first."""
+        out: list[list[tuple[int, float]]] = [[] for _ in texts]
+        toks, text_of, off = tokenize(texts)
+        grams = kgram_hashes(toks, self._filters.keys())   # n and the short stems' key lengths
+        t, unit, cov = self._unit_coverage(grams, text_of)
+        if not len(t):
+            return out
+        # Per (text, item), vectorised: tokens covered by the long parts, and an upper bound with
+        # every short part present; only pairs that could reach the threshold are looked at further.
+        long_part = self._unit_len[unit] > 0
+        mass, stem = cov * self._unit_len[unit], self._unit_stem[unit]
+        pair, inv = np.unique(t * len(self.items) + self._unit_item[unit], return_inverse=True)
+        covered, stem_mass = np.bincount(inv, mass), np.bincount(inv, mass * stem)
+        stem_cov = np.bincount(inv, cov * stem * long_part)
+        short_stem_key = np.bincount(inv, stem * ~long_part) > 0
+        t, item = np.divmod(pair, len(self.items))
+        eps, theta = 1e-9, self.threshold
+        by_options = covered - stem_mass >= theta * self._total[item] - eps
+        anchor = (stem_cov >= theta - eps) | short_stem_key | by_options
+        cand = np.nonzero(anchor & (covered + self._short_mass[item] >= self._need[item] - eps))[0]
+        own: dict[int, dict[int, np.ndarray]] = {}   # text -> its k-grams of every short length, on demand
+        for c in cand.tolist():
+            ti, ii = int(t[c]), int(item[c])
+            if ti not in own:
+                own[ti] = kgram_hashes(toks[off[ti]:off[ti + 1] - 1], range(1, self.n))
+            m, opts, short_stem = covered[c], covered[c] - stem_mass[c], False
+            for k, h, is_stem in self._short[ii]:
+                if (own[ti][k] == h).any():
+                    m += k
+                    opts += 0 if is_stem else k
+                    short_stem |= is_stem
+            # A stem under 2n tokens is no evidence on its own ("河南省的省会是" in a row that teaches the
+            # fact): with it, the options as a set must be there too.
+            stem_seen = stem_cov[c] >= theta - eps or short_stem
+            opt_total = self._total[ii] - self._stem_len[ii]
+            anchored = by_options[c] or (stem_seen and (self._stem_len[ii] >= 2 * self.n
+                                                        or opts >= theta * opt_total - eps))
+            if anchored and m >= self._need[ii] - eps:
+                out[ti].append((ii, float(m / self._total[ii])))
+        for hits in out:
+            hits.sort(key=lambda x: -x[1])
+        return out
+
+    def hit(self, idx: int, score: float) -> Hit:
+        it = self.items[idx]
+        return Hit(it.benchmark, it.split, it.subject, it.id, round(score, 4), it.question)
 
     def check(self, text: str) -> list[Hit]:
-        toks = tokens(text)
-        grams = self._grams(toks)
-        for k in self._lengths:  # whole-item grams of the short items
-            grams |= {hash(tuple(toks[i:i + k])) for i in range(len(toks) - k + 1)}
-        counts: dict[int, int] = {}
-        for g in grams:
-            for idx in self._index.get(g, ()):
-                counts[idx] = counts.get(idx, 0) + 1
-        hits = []
-        for idx, c in counts.items():
-            score = c / self._grams_per_item[idx]
-            if score >= self.threshold:
-                it = self.items[idx]
-                hits.append(Hit(it.benchmark, it.split, it.subject, it.id, round(score, 4), it.question))
-        return sorted(hits, key=lambda h: -h.score)
+        return [self.hit(i, s) for i, s in self.check_batch([text])[0]]
 
     def describe(self) -> dict:
         per = {}
@@ -197,19 +283,64 @@ class Decontaminator:
         return {name: {"source": src, "n_items": per.get(name, 0)} for name, src in self.sources.items()}
 
 
+# ---- checking records ----------------------------------------------------------------------------
+_worker: dict = {}
+
+
+def _init_worker(decon: Decontaminator) -> None:
+    _worker["decon"] = decon
+
+
+def _check_texts(texts: list[str]) -> list[list[tuple[int, float]]]:
+    return _worker["decon"].check_batch(texts)
+
+
+def auto_workers(n_rows: int, rows_per_worker: int = 20_000) -> int:
+    """Processes for checking n_rows: one per 20k rows (below that, starting a process and copying the
+    index costs more than it saves), at most the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, n_rows // rows_per_worker))
+
+
+def _checked(records: Iterable[tuple[str, str, str]], decon: Decontaminator, workers: int, batch_rows: int):
+    """(record, [(item, score)]) in input order. With workers > 1, batches go to a process pool (fork
+    where there is one: the index is shared, not copied) with a few batches in flight, so a mix of
+    millions of rows is never all in the task queue."""
+    def batches():
+        it = iter(records)
+        while batch := list(islice(it, batch_rows)):
+            yield batch
+
+    if workers <= 1:
+        for batch in batches():
+            yield from zip(batch, decon.check_batch([r[2] for r in batch]))
+        return
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with mp.get_context(method).Pool(workers, _init_worker, (decon,)) as pool:
+        pending: deque = deque()
+        for batch in batches():
+            pending.append((batch, pool.apply_async(_check_texts, ([r[2] for r in batch],))))
+            if len(pending) > 2 * workers:
+                done, found = pending.popleft()
+                yield from zip(done, found.get())
+        while pending:
+            done, found = pending.popleft()
+            yield from zip(done, found.get())
+
+
 def decontaminate(records: Iterable[tuple[str, str, str]], decon: Decontaminator, policy: str = "drop",
-                  max_examples: int = 50) -> tuple[list[bool], dict]:
+                  max_examples: int = 50, workers: int = 1, batch_rows: int = 256) -> tuple[list[bool], dict]:
     """records: (source, where, text). Returns (keep flag per record, decontamination.json dict).
-    policy "drop" removes hits; "flag" keeps them but reports them."""
+    policy "drop" removes hits; "flag" keeps them but reports them. Any `workers` gives the same result."""
     if policy not in ("drop", "flag"):
         raise DecontamError(f"decontam policy must be 'drop' or 'flag', got {policy!r}")
     keep, per_source, per_bench, examples = [], {}, {}, []
     n_checked = n_flagged = 0
-    for source, where, text in records:
+    for (source, where, text), found in _checked(records, decon, workers, batch_rows):
         n_checked += 1
         ps = per_source.setdefault(source, {"checked": 0, "flagged": 0})
         ps["checked"] += 1
-        hits = decon.check(text)
+        hits = [decon.hit(i, s) for i, s in found]
         if hits:
             n_flagged += 1
             ps["flagged"] += 1
@@ -222,7 +353,7 @@ def decontaminate(records: Iterable[tuple[str, str, str]], decon: Decontaminator
                                  "id": h.id, "score": h.score, "question": h.question[:200],
                                  "n_hits": len(hits)})
         keep.append(not (hits and policy == "drop"))
-    report = {"policy": policy, "threshold": decon.threshold, "ngram_tokens": decon.n,
+    report = {"policy": policy, "method": METHOD, "threshold": decon.threshold, "ngram_tokens": decon.n,
               "n_checked": n_checked, "n_flagged": n_flagged,
               "n_dropped": n_flagged if policy == "drop" else 0,
               "per_source": per_source, "per_benchmark": {b: per_bench.get(b, 0) for b in decon.sources} | per_bench,
@@ -262,7 +393,7 @@ def decontaminate_records(records: list[tuple[str, str, str]], opts: DecontamOpt
         benches[name] = expand_path(path, data_root)
     decon = Decontaminator.from_benchmarks(benches, ngram_tokens=opts.ngram_tokens, threshold=opts.threshold,
                                            on_missing=opts.on_missing)
-    keep, report = decontaminate(records, decon, policy=opts.policy)
+    keep, report = decontaminate(records, decon, policy=opts.policy, workers=auto_workers(len(records)))
     write_report(report_path, report)
     print(f"decontamination ({opts.policy}): {report['n_checked']} checked, {report['n_flagged']} flagged, "
           f"{report['n_dropped']} dropped -> {report_path}")

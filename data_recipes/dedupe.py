@@ -13,8 +13,8 @@ kept document) in `U64Set`, an open-addressing table over one numpy array kept a
 document (~170 MB per million documents) instead of datasketch's MinHashLSH dictionaries of Python
 objects (~1-2 KB per document). Signatures are not stored, so candidates are not re-checked
 against the exact Jaccard: with the (bands, rows) that datasketch picks for the threshold, pairs
-well below it collide rarely (see `lsh_params`). Beyond one machine, use datatrove's sharded
-MinHash pipeline (README, scale-out).
+well below it collide rarely (see `lsh_params`). Beyond one machine, `data_recipes.scaleout`
+makes the same decisions from the same keys as datatrove stages (README, scale-out).
 """
 from __future__ import annotations
 
@@ -104,6 +104,11 @@ class U64Set:
 
 
 # ---- exact -----------------------------------------------------------------------------------------
+# (operator, reason) of a dedupe drop, in quarantine.jsonl; data_recipes/scaleout_stages.py writes the same.
+EXACT_DROP = ("exact_dedupe", "exact duplicate of an earlier document")
+NEAR_DROP = ("near_dedupe", "shares a MinHash LSH band with an earlier document")
+
+
 def exact_key(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
@@ -172,12 +177,12 @@ class Deduper:
     def check(self, exact_hash: int | None, band_keys: np.ndarray | None) -> tuple[str, str] | None:
         """None to keep (and remember) the document, else (operator, reason)."""
         if self.exact is not None and exact_hash is not None and exact_hash in self.exact:
-            return "exact_dedupe", "exact duplicate of an earlier document"
+            return EXACT_DROP
         if self.near is not None and band_keys is not None:
             keys = band_keys.tolist()
             for k in keys:
                 if k in self.near:
-                    return "near_dedupe", "shares a MinHash LSH band with an earlier document"
+                    return NEAR_DROP
             for k in keys:
                 self.near.add(k)
         if self.exact is not None and exact_hash is not None:

@@ -32,6 +32,7 @@ import yaml
 
 from core.errors import UserError
 from core.runs import REPO_ROOT, shared_data_root
+from data_recipes.sources import json_array_rows, read_utf8
 
 MIX_DIR = Path(__file__).resolve().parent / "pref_mixes"
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
@@ -69,15 +70,11 @@ class PreferenceData:
 
 
 # ---- reading files -------------------------------------------------------------------------------
-def _line_of(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
-
-
 def read_records(path: str | Path) -> list[tuple[str, object]]:
     """[(where, parsed record)] from a .jsonl file or a .json array; a record that is not valid JSON is
     returned as a PreferenceDataError so the caller applies its bad-row policy."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, PreferenceDataError)
     out: list[tuple[str, object]] = []
     if path.suffix == ".jsonl":
         for i, line in enumerate(text.splitlines(), 1):
@@ -88,25 +85,7 @@ def read_records(path: str | Path) -> list[tuple[str, object]]:
             except json.JSONDecodeError as e:
                 out.append((f"{path}:{i}", PreferenceDataError(f"invalid JSON ({e.msg}, column {e.colno})")))
         return out
-    # A JSON array, decoded element by element so each row keeps the line it starts on.
-    dec = json.JSONDecoder()
-    pos = len(text) - len(text.lstrip())
-    if not text[pos:pos + 1] == "[":
-        raise PreferenceDataError(f"{path}:{_line_of(text, pos)}: expected a JSON array of rows (or use .jsonl)")
-    pos += 1
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text):
-            raise PreferenceDataError(f"{path}:{_line_of(text, pos)}: unterminated JSON array")
-        if text[pos] == "]":
-            return out
-        try:
-            obj, end = dec.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise PreferenceDataError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
-        out.append((f"{path}:{_line_of(text, pos)}", obj))
-        pos = end
+    return list(json_array_rows(path, text, PreferenceDataError))   # where: file:line: row N
 
 
 # ---- normalising one row -------------------------------------------------------------------------
@@ -246,7 +225,7 @@ def load_sources(sources: list[dict], data_root: str | Path | None = None, dedup
     data = PreferenceData(rows=[])
     seen: set[str] = set()
     for i, src in enumerate(sources):
-        src = {"name": src.get("name") or Path(str(src.get("path", src.get("hub", f"source{i}")))).stem, **src}
+        src = {**src, "name": src.get("name") or Path(str(src.get("path", src.get("hub", f"source{i}")))).stem}
         origin, records = resolve_source(src, root)
         stats = {"origin": origin, "read": len(records), "bad": 0, "duplicates": 0, "kept": 0}
         limit = int(src.get("max_rows", 0) or 0)

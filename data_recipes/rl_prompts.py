@@ -21,7 +21,8 @@ import re
 from pathlib import Path
 
 from core.errors import UserError
-from data_recipes.preference import expand_path, read_records
+from data_recipes.preference import PreferenceDataError, expand_path, read_records
+from data_recipes.sources import read_utf8
 
 LETTERS = ("A", "B", "C", "D")
 MCQ_SUFFIX = "\n请选出正确答案，最后一行写“答案：”加选项字母。"
@@ -73,24 +74,27 @@ def read_mcq_file(path: str | Path, source: str = "") -> list[dict]:
     path = Path(path)
     source = source or path.stem
     if path.suffix == ".jsonl":
-        recs = [(i, line) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
         parsed = []
-        for i, line in recs:
-            try:
-                parsed.append((i, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise PromptDataError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+        for i, line in enumerate(read_utf8(path, PromptDataError).splitlines(), 1):
+            if line.strip():
+                try:
+                    parsed.append((f"{path}:{i}", json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise PromptDataError(f"{path}:{i}: invalid JSON ({e.msg})") from None
     else:
-        parsed = [(int(w.rsplit(":", 1)[1]), r) for w, r in read_records(path)]
+        try:
+            parsed = read_records(path)          # a .json array: where = file:line: row N
+        except PreferenceDataError as e:
+            raise PromptDataError(str(e)) from None
     out = []
-    for i, rec in parsed:
+    for where, rec in parsed:
         try:
             if not isinstance(rec, dict):
                 raise PromptDataError("a row must be a JSON object")
             q, choices, ans = _parse_mcq(rec)
         except PromptDataError as e:
-            raise PromptDataError(f"{path}:{i}: {e}") from None
-        out.append(mcq_row(q, choices, ans, source, f"{path}:{i}"))
+            raise PromptDataError(f"{where}: {e}") from None
+        out.append(mcq_row(q, choices, ans, source, where))
     return out
 
 

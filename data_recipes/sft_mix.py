@@ -45,6 +45,7 @@ from core.errors import UserError, entrypoint
 from core.runs import REPO_ROOT, atomic_write_json, sha256_file, shared_data_root
 from data_recipes import identity as identity_mod
 from data_recipes import sft_formats as fmt
+from data_recipes.sources import json_array_rows, read_utf8
 
 MIX_DIR = Path(__file__).resolve().parent / "sft_mixes"
 
@@ -186,27 +187,6 @@ def data_root(recipe: MixRecipe) -> Path:
 
 
 # ---- reading ----------------------------------------------------------------------------------------
-def _iter_json_array(path: Path, text: str):
-    """(line, record) for each element of a top-level JSON array, with its line in the file."""
-    dec = json.JSONDecoder()
-    i = text.index("[") + 1 if text.lstrip().startswith("[") else None
-    if i is None:
-        raise MixError(f"{path}:1: expected a JSON array of records (or use .jsonl)")
-    line, last = 1, 0
-    while True:
-        while i < len(text) and text[i] in " \t\r\n,":
-            i += 1
-        if i >= len(text) or text[i] == "]":
-            return
-        line += text.count("\n", last, i)
-        last = i
-        try:
-            obj, i = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            raise MixError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        yield line, obj
-
-
 def iter_rows(src: SourceSpec, root: Path, files: dict[str, str], allow_hub: bool = False):
     """(where, row dict) for every row of a source: local files first, else (opt-in) the hub."""
     pattern = str(resolve_path(src.path, root)) if src.path else ""
@@ -236,16 +216,19 @@ def iter_rows(src: SourceSpec, root: Path, files: dict[str, str], allow_hub: boo
                     yield f"{p}:row {i}", row
                     i += 1
         elif p.suffix == ".jsonl":
-            with open(p, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
+            with open(p, "rb") as f:
+                for n, raw in enumerate(f, 1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise MixError(f"{p}:{n}: invalid UTF-8 at byte {e.start} of the line ({e.reason})") from None
                     if line.strip():
                         try:
                             yield f"{p}:{n}", json.loads(line)
                         except json.JSONDecodeError as e:
                             raise MixError(f"{p}:{n}: invalid JSON: {e.msg}") from None
         elif p.suffix == ".json":
-            for n, row in _iter_json_array(p, p.read_text(encoding="utf-8")):
-                yield f"{p}:{n}", row
+            yield from json_array_rows(p, read_utf8(p, MixError), MixError)   # where: file:line: row N
         else:
             raise MixError(f"{p}: unsupported file type {p.suffix!r} (.json, .jsonl, .parquet)")
 
@@ -393,7 +376,7 @@ def run_decontam(result: MixResult) -> tuple[list[Example], dict]:
     except decontam.DecontamError as e:
         raise MixError(str(e)) from None
     keep, report = decontam.decontaminate(((e.source, e.where, e.text()) for e in result.examples),
-                                          decon, spec.policy)
+                                          decon, spec.policy, workers=decontam.auto_workers(len(result.examples)))
     report["benchmarks"].update({k: {"source": f"missing:{optional[k]}", "n_items": 0}
                                  for k in set(optional) - set(present)})
     return [e for e, k in zip(result.examples, keep) if k], report

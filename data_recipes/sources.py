@@ -218,6 +218,43 @@ def _json_rows(inp: Input) -> Iterator[tuple[str, object]]:
         yield f"record {i}", rec
 
 
+def read_utf8(path: str | Path, error: type[Exception] = DataError) -> str:
+    """A whole text file; invalid UTF-8 raises `error` naming file:line and the byte offset."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise error(f"{path}:{line}: invalid UTF-8 at byte offset {e.start} ({e.reason})") from None
+
+
+def json_array_rows(path: str | Path, text: str, error: type[Exception] = DataError) -> Iterator[tuple[str, object]]:
+    """(where, element) for each element of a file holding one top-level JSON array, decoded one
+    element at a time. `where` is `file:line: row N`, the line the element starts on and its index
+    (from 0, as in `jq '.[N]'`), so a row is found even when the whole array is on one line. A
+    malformed file raises `error` with file:line:column."""
+    dec, NL = json.JSONDecoder(), "\n"
+    pos = len(text) - len(text.lstrip())
+    if text[pos:pos + 1] != "[":
+        raise error(f"{path}:{text.count(NL, 0, pos) + 1}: expected a JSON array of records (or use .jsonl)")
+    pos, line, counted, row = pos + 1, 1, 0, 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text):
+            raise error(f"{path}:{text.count(NL) + 1}: unterminated JSON array (no closing ']')")
+        if text[pos] == "]":
+            return
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            obj, pos = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise error(f"{path}:{e.lineno}:{e.colno}: row {row}: invalid JSON: {e.msg}") from None
+        yield f"{path}:{line}: row {row}", obj
+        row += 1
+
+
 def _csv_rows(inp: Input) -> Iterator[tuple[str, object]]:
     with _open_binary(inp.path) as fb:
         f = io.TextIOWrapper(fb, encoding="utf-8", newline="")

@@ -28,6 +28,7 @@ class TokenizerOptions:
     train_max_chars: int = 20_000_000  # cleaned characters used for training: bounds memory (~200 B of RAM per char)
     heldout_every_docs: int = 50     # every Nth cleaned document is held out for the report
     heldout_max_chars: int = 2_000_000  # size cap of the held-out slice
+    split: str = "qwen2"             # pre-tokenizer: qwen2 (Qwen2's rule) | cjk_chars (one Han character per pre-token)
     compare_baseline: bool = True    # also train a GPT-2-style byte BPE of the same vocab for the report
 
 
@@ -104,7 +105,8 @@ def make_tokenizer(cfg: TokenizerOptions, parts: list[Path], out_dir: Path, log=
         report.update(source=f"from_dir:{src}", vocab_size=len(tok))
     else:
         log(f"tokenizer: training byte-level BPE, vocab {cfg.vocab_size} (<= {cfg.train_max_chars:,} chars)")
-        tok = build_tokenizer(_train_texts(parts, cfg), vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency)
+        tok = build_tokenizer(_train_texts(parts, cfg), vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                              split=cfg.split)
         tok.save_pretrained(str(out_dir))
         report.update(source="trained", vocab_size=len(tok), min_frequency=cfg.min_frequency)
     report["ours"] = measure(tok, held)

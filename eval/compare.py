@@ -11,13 +11,12 @@ Run as (CPU or GPU, no model needed):
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from core.errors import UserError, entrypoint
-from core.results import load_result
+from core.results import load_predictions, load_result
 from core.runs import atomic_write_json
-from eval.metrics import mcnemar, paired_bootstrap
+from core.stats import ALPHA, paired_comparison
 
 
 class CompareError(UserError, ValueError):
@@ -31,18 +30,7 @@ def load_with_predictions(path: str | Path) -> tuple[dict, dict[str, dict]]:
     if not path.is_file():
         raise CompareError(f"result not found: {path}")
     result = load_result(path)
-    pred = path.parent / result.get("predictions", "")
-    if not pred.is_file():
-        raise CompareError(f"{path}: its predictions file {pred} is missing")
-    rows = {}
-    for i, line in enumerate(pred.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CompareError(f"{pred}:{i}: invalid JSON: {e.msg}") from None
-            rows[r["id"]] = r
-    return result, rows
+    return result, load_predictions(path, result)
 
 
 def compare(a_path, b_path, samples: int = 10000, seed: int = 0, ids: set[str] | None = None) -> dict:
@@ -55,26 +43,17 @@ def compare(a_path, b_path, samples: int = 10000, seed: int = 0, ids: set[str] |
         pb = {k: v for k, v in pb.items() if k in ids}
     if ra["benchmark"] != rb["benchmark"]:
         raise CompareError(f"different benchmarks: {ra['benchmark']} vs {rb['benchmark']}")
-    shared = sorted(set(pa) & set(pb))
-    bad = [q for q in shared if pa[q]["gold"] != pb[q]["gold"]]
-    if bad:
-        raise CompareError(f"{len(bad)} shared questions have different gold answers (e.g. {bad[0]}): "
-                           f"different benchmark data")
-    if not shared:
-        raise CompareError("the two results share no questions")
-    a = [bool(pa[q]["correct"]) for q in shared]
-    b = [bool(pb[q]["correct"]) for q in shared]
+    try:
+        paired = paired_comparison(pa, pb, samples, seed)
+    except ValueError as e:
+        raise CompareError(str(e)) from None
     return {"benchmark": ra["benchmark"], "a": str(a_path), "b": str(b_path),
-            "a_protocol": ra["protocol"]["name"], "b_protocol": rb["protocol"]["name"],
-            "n_shared": len(shared), "n_only_a": len(set(pa) - set(pb)), "n_only_b": len(set(pb) - set(pa)),
-            "acc_a": sum(a) / len(a), "acc_b": sum(b) / len(b),
-            "same_prediction": sum(pa[q].get("pred") == pb[q].get("pred") for q in shared) / len(shared),
-            "mcnemar": mcnemar(a, b), "paired_bootstrap": paired_bootstrap(a, b, samples, seed)}
+            "a_protocol": ra["protocol"]["name"], "b_protocol": rb["protocol"]["name"], **paired}
 
 
 def report(c: dict) -> str:
     bs, mc = c["paired_bootstrap"], c["mcnemar"]
-    verdict = "significant" if mc["p_value"] < 0.05 else "not significant"
+    verdict = "significant" if mc["p_value"] < ALPHA else "not significant"
     return "\n".join([
         f"{c['benchmark']}: {c['n_shared']} shared questions (only in A: {c['n_only_a']}, only in B: {c['n_only_b']})",
         f"  A {c['a_protocol']:<18} acc {100 * c['acc_a']:.2f}   {c['a']}",

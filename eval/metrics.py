@@ -1,12 +1,13 @@
 """Accuracy (micro = per question, macro = mean of per-subject accuracies), per-group accuracy,
-95% bootstrap confidence intervals, and paired tests between two evaluations of the same questions
-(exact McNemar on the discordant pairs and a paired bootstrap of the accuracy difference)."""
+95% bootstrap confidence intervals. The paired tests between two evaluations of the same questions
+(exact McNemar, paired bootstrap) are core/stats.py's, re-exported here."""
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 import numpy as np
+
+from core.stats import mcnemar, paired_bootstrap  # noqa: F401  the paired tests live in core (shared with the leaderboard)
 
 
 def accuracy(correct: list[bool], subjects: list[str]) -> tuple[float, float, dict[str, dict]]:
@@ -55,33 +56,3 @@ def bootstrap_ci(correct: list[bool], subjects: list[str], n_samples: int = 1000
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     return {"micro": [float(np.percentile(micro, lo)), float(np.percentile(micro, hi))],
             "macro": [float(np.percentile(macro, lo)), float(np.percentile(macro, hi))]}
-
-
-def mcnemar(a: list[bool], b: list[bool]) -> dict:
-    """Exact (binomial) McNemar test. b01: A right, B wrong; b10: A wrong, B right."""
-    b01 = sum(1 for x, y in zip(a, b) if x and not y)
-    b10 = sum(1 for x, y in zip(a, b) if y and not x)
-    n = b01 + b10
-    if n == 0:
-        return {"a_only": 0, "b_only": 0, "p_value": 1.0}
-    k = min(b01, b10)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return {"a_only": b01, "b_only": b10, "p_value": min(1.0, 2 * tail)}
-
-
-def paired_bootstrap(a: list[bool], b: list[bool], n_samples: int = 10000, seed: int = 0) -> dict:
-    """Accuracy difference B - A with a 95% CI from resampling the shared questions, and a
-    two-sided p-value (share of resamples on the other side of zero, doubled)."""
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    d = y - x
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(n_samples, len(d)))
-    diffs = d[idx].mean(axis=1)
-    obs = float(d.mean())
-    if obs == 0:
-        p = 1.0
-    else:
-        p = float(min(1.0, 2 * np.mean(diffs <= 0 if obs > 0 else diffs >= 0)))
-    return {"diff": obs, "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
-            "p_value": p}

@@ -11,7 +11,9 @@ the scoring and the version goes up.
 | steel-compat      | 0         | Steel-LLM's chat prompt (eval/steel.py) | Steel's regexes + random/closest fallback|
 
 A prompt is split into `prefix` (shared by every question of a subject: header + shots) and
-`suffix` (the question), so the hf backend can run the prefix once and reuse its KV cache.
+`suffix` (the question), so the hf backend can run the prefix once and reuse its KV cache. A prompt
+longer than the model's context is fitted by eval/context.py (fewer shots, then a left cut) before
+any backend sees it.
 """
 from __future__ import annotations
 
@@ -126,15 +128,18 @@ def render_chat(tokenizer, messages: list[dict]) -> str:
 
 
 def build_prompt(protocol: Protocol, spec: BenchSpec, subjects: dict, q: Question,
-                 shots: list[Question], tokenizer=None, prefix_cache: dict | None = None) -> Prompt:
+                 shots: list[Question], tokenizer=None, prefix_cache: dict | None = None,
+                 n_shots: int | None = None) -> Prompt:
+    """The prompt of `q` with the protocol's shots, or the first `n_shots` of them (the context
+    policy, eval/context.py, drops examples from the end); prefixes are memoised per (subject, shots)."""
     names = subject_names(spec, subjects, q.subject)
     if protocol.scoring == "logits":
-        key = (q.subject, protocol.shots)
+        k = protocol.shots if n_shots is None else n_shots
+        key = (q.subject, k)
         if prefix_cache is not None and key in prefix_cache:
             prefix = prefix_cache[key]
         else:
-            prefix = fewshot_prefix(spec, names, shots, protocol.shots) if protocol.shots else \
-                spec.instruction.format(**names)
+            prefix = fewshot_prefix(spec, names, shots, k) if k else spec.instruction.format(**names)
             if prefix_cache is not None:
                 prefix_cache[key] = prefix
         return Prompt(prefix, question_block(q, spec.answer_prefix))

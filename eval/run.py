@@ -5,6 +5,8 @@ MODEL is a run folder (writes <run>/eval/), an HF model folder or a hub id (writ
 runs/eval/<model-slug>/). Outputs `<bench>.<protocol>.json` (written last, atomically) and
 `<bench>.<protocol>.predictions.jsonl` (one line per question: prompt hash, choice scores or the
 generated text, the extracted answer). An interrupted eval resumes from the predictions file.
+Prompts longer than the model's context are fitted before any backend sees them (eval/context.py:
+fewer shots, then a left cut); the run prints the counts and the result records them as `context`.
 
 Run as:
     make eval BENCH=demo MODEL=runs/pretrain/demo-...                                  # CPU, built-in benchmark
@@ -23,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.benchmarks import BenchSpec, group_members, load_benchmark
-from core.config import parse_args, to_dict
+from core.config import ConfigError, parse_args, to_dict
 from core.errors import entrypoint
 from core.results import RESULT_SCHEMA_VERSION, check_result, result_file_names, subset_label
-from core.runs import RunError, RunOptions, atomic_write_json, git_info, now_iso, resolve_model_dir, sha256_file
+from core.runs import (RunError, RunLock, RunOptions, atomic_write_json, atomic_write_text, git_info, now_iso,
+                       resolve_model_dir, run_folder, sha256_file)
+from eval.context import ContextFit, context_line, context_record, context_warning
 from eval.metrics import accuracy, bootstrap_ci, group_accuracy
 from eval.protocols import build_prompt, get_protocol, parse_answer
 
@@ -42,6 +46,7 @@ class EvalConfig:
     backend: str = "hf"               # hf | vllm
     batch_size: int = 8               # questions per forward pass / generate call
     max_new_tokens: int = 0           # generation budget; 0 = the protocol's default
+    max_len: int = 0                  # context length in tokens; 0 = the model's (eval/context.py: over-long prompts)
     device: str = "auto"              # auto | cpu | cuda
     dtype: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     prefix_cache: bool = True         # hf: reuse the few-shot prefix KV cache within a subject
@@ -84,7 +89,7 @@ def describe_model(model: str) -> tuple[Path, dict]:
     if not model:
         raise RunError("no model given: make eval MODEL=<run folder | HF model folder | hub id>")
     path, manifest = resolve_model_dir(model)
-    run_dir = Path(model) if manifest is not None else None
+    run_dir = run_folder(model) if manifest is not None else None     # <run> or <run>/model: the run
     # A run's name alone repeats across stages of one lineage (runs/sft/x, runs/dpo/x): name it stage/run.
     name = f"{manifest.get('stage', run_dir.parent.name)}/{run_dir.name}" if run_dir else model_slug(model)
     rec = {"name": name, "path": str(path),
@@ -102,13 +107,15 @@ def output_dir(cfg: EvalConfig, rec: dict) -> Path:
     return Path(cfg.run.root) / "eval" / model_slug(cfg.model)
 
 
-def model_key(rec: dict) -> str:
-    """What a predictions line must match to be reused: the same model files."""
+def model_key(rec: dict, backend: str) -> str:
+    """What a predictions line must match to be reused: the same model files, scored by the same
+    backend (hf scores are logits, vLLM's log-probabilities: one file must not mix them)."""
     p = Path(rec["path"])
     if rec["manifest_sha256"]:
-        return rec["manifest_sha256"][:16]
+        return f"{backend}:{rec['manifest_sha256'][:16]}"
     weights = sorted(p.glob("*.safetensors")) if p.is_dir() else []
-    return "|".join([str(p.resolve()) if p.is_dir() else str(p)] + [f"{w.name}:{w.stat().st_size}" for w in weights])
+    files = [str(p.resolve()) if p.is_dir() else str(p)] + [f"{w.name}:{w.stat().st_size}" for w in weights]
+    return f"{backend}:" + "|".join(files)
 
 
 def select_questions(bench, limit: int) -> list:
@@ -127,8 +134,11 @@ def select_questions(bench, limit: int) -> list:
 # ---- predictions file ----------------------------------------------------------------------------
 def read_predictions(path: Path, protocol_tag: str, key: str) -> dict[str, dict]:
     """Finished lines by question id. A torn last line (a crash mid-write) is dropped; a line from
-    another model or protocol is an error (delete the file or pass resume=false)."""
+    another model, backend or protocol is an error (delete the file or pass resume=false). Lines of
+    the same model written before the key named the backend are dropped from the file and scored
+    again: which backend wrote them is unknown, and one file must not mix two."""
     done: dict[str, dict] = {}
+    legacy = key.partition(":")[2]
     if not path.is_file():
         return done
     data = path.read_bytes()
@@ -136,6 +146,7 @@ def read_predictions(path: Path, protocol_tag: str, key: str) -> dict[str, dict]
         data = data[:data.rfind(b"\n") + 1]
         with open(path, "r+b") as f:
             f.truncate(len(data))
+    kept, n_legacy = [], 0
     for i, line in enumerate(data.decode("utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -143,10 +154,16 @@ def read_predictions(path: Path, protocol_tag: str, key: str) -> dict[str, dict]
             rec = json.loads(line)
         except json.JSONDecodeError:
             raise RunError(f"{path}:{i}: not valid JSON; delete the file or pass resume=false") from None
+        if rec.get("protocol") == protocol_tag and rec.get("model_key") == legacy:
+            n_legacy += 1
+            continue
         if rec.get("protocol") != protocol_tag or rec.get("model_key") != key:
-            raise RunError(f"{path}:{i}: written for protocol {rec.get('protocol')} / another model; "
-                           f"delete it or pass resume=false")
+            raise RunError(f"{path}:{i}: written for protocol {rec.get('protocol')} / another model or backend "
+                           f"(key {rec.get('model_key')!r}, this run's {key!r}); delete it or pass resume=false")
         done[rec["id"]] = rec
+        kept.append(line + "\n")
+    if n_legacy:
+        atomic_write_text(path, "".join(kept))
     return done
 
 
@@ -170,7 +187,7 @@ def evaluate(cfg: EvalConfig, backend=None, quiet: bool = False) -> dict:
     out = output_dir(cfg, rec)
     out.mkdir(parents=True, exist_ok=True)
     result_path, pred_path = (out / name for name in result_file_names(bench.spec.name, protocol.name))
-    tag, key = f"{protocol.name}@{protocol.version}", model_key(rec)
+    tag, key = f"{protocol.name}@{protocol.version}", model_key(rec, getattr(backend, "name", None) or cfg.backend)
     if result_path.exists():
         result_path.unlink()     # re-derived below; a stale result must not outlive a changed run
     if not cfg.resume and pred_path.exists():
@@ -188,37 +205,55 @@ def evaluate(cfg: EvalConfig, backend=None, quiet: bool = False) -> dict:
         say(f"  {protocol.label}")
 
     tokenizer = getattr(backend, "tokenizer", None)
-    if protocol.chat and tokenizer is None:      # chat prompts are rendered by the model's template
+    if tokenizer is None:     # every prompt is counted (and a chat prompt rendered) with the model's tokenizer
         from eval.backends.hf import load_tokenizer
         tokenizer = load_tokenizer(model_path)
+    ctx, fitted = fit_prompts(cfg, protocol, bench, questions, tokenizer, model_path)
+    context = context_record(ctx, [q.subject for q in questions], [fitted[q.id] for q in questions])
+    say(f"  {context_line(context)}")
+    if (warning := context_warning(context)) and not quiet:
+        print(warning, file=sys.stderr, flush=True)
     todo_by_subject: dict[str, list] = {}
-    prompts: dict[str, object] = {}
-    prefix_memo: dict = {}
     for q in questions:
-        pr = build_prompt(protocol, bench.spec, bench.subjects, q, bench.shots.get(q.subject, []),
-                          tokenizer=tokenizer, prefix_cache=prefix_memo)
         prev = done.get(q.id)
-        if prev is None or prev.get("prompt_sha256") != pr.sha256:   # new, or the prompt changed
-            prompts[q.id] = pr
+        if prev is None or prev.get("prompt_sha256") != fitted[q.id].prompt.sha256:   # new, or the prompt changed
             todo_by_subject.setdefault(q.subject, []).append(q)
             done.pop(q.id, None)
     n_todo = sum(len(v) for v in todo_by_subject.values())
     if n_todo:
         say(f"  {len(questions) - n_todo} answered before (resumed), {n_todo} to go")
         if backend is None:
-            backend = _make_backend(cfg, model_path)
+            backend = _make_backend(cfg, model_path, ctx.max_len)   # vLLM sizes its engine to it
         if rec["params"] is None and hasattr(backend, "num_params"):
             rec["params"] = backend.num_params()
-        done.update(_score(cfg, protocol, bench, backend, todo_by_subject, prompts, pred_path, tag, key, quiet))
+        done.update(_score(cfg, protocol, bench, backend, todo_by_subject, fitted, pred_path, tag, key, quiet))
     t_model = time.time() - t0
 
     result = build_result(cfg, bench, protocol, questions, done, rec, getattr(backend, "name", cfg.backend),
                           pred_path.name, t_model)
+    result["context"] = context
     check_result(result, str(result_path))   # the contract the leaderboard reads with (core/results.py)
     atomic_write_json(result_path, result)
     say(summary(result))
     say(f"wrote {result_path}")
     return result
+
+
+def fit_prompts(cfg: EvalConfig, protocol, bench, questions: list, tokenizer, model_path) -> tuple[ContextFit, dict]:
+    """(the context policy, each question's prompt fitted by it, by id): eval/context.py. Prefixes
+    are memoised per (subject, shots), so a reduced-shot prefix is built once and shared by its
+    questions like the full one (the hf backend then caches its KV state the same way)."""
+    if cfg.max_len < 0:
+        raise ConfigError(f"max_len must be a number of tokens (0 = the model's), got {cfg.max_len}")
+    ctx = ContextFit.for_protocol(tokenizer, protocol, model_path, cfg.max_len, cfg.max_new_tokens)
+    prefix_memo: dict = {}
+    fitted = {}
+    for q in questions:
+        shots = bench.shots.get(q.subject, [])
+        fitted[q.id] = ctx.fit(lambda k, q=q, shots=shots: build_prompt(
+            protocol, bench.spec, bench.subjects, q, shots, tokenizer=tokenizer, prefix_cache=prefix_memo,
+            n_shots=k), protocol.shots)
+    return ctx, fitted
 
 
 def build_result(cfg: EvalConfig, bench, protocol, questions: list, done: dict[str, dict], rec: dict,
@@ -251,27 +286,36 @@ def build_result(cfg: EvalConfig, bench, protocol, questions: list, done: dict[s
     }
 
 
-def _make_backend(cfg: EvalConfig, model_path):
+def _make_backend(cfg: EvalConfig, model_path, max_len: int = 0):
     from eval.backends import make_backend
     return make_backend(cfg.backend, model_path, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                        prefix_cache=cfg.prefix_cache, seed=cfg.seed)
+                        prefix_cache=cfg.prefix_cache, seed=cfg.seed, max_len=max_len)
 
 
-def _score(cfg, protocol, bench, backend, todo_by_subject, prompts, pred_path, tag, key, quiet) -> dict:
+def _score(cfg, protocol, bench, backend, todo_by_subject, fitted, pred_path, tag, key, quiet) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     new: dict[str, dict] = {}
     total = sum(len(v) for v in todo_by_subject.values())
     chunk = max(cfg.batch_size * 4, 1)     # questions per progress step and per append to the file
     max_new = cfg.max_new_tokens or protocol.max_new_tokens
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), disable=quiet or not sys.stdout.isatty()) as bar:
-        task = bar.add_task(f"{bench.spec.name}/{protocol.name}", total=total)
-        for subject, qs in todo_by_subject.items():
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),  # pragma: no mutate
+                  TextColumn("eta"), TimeRemainingColumn(), disable=quiet or not sys.stdout.isatty()) as bar:  # pragma: no mutate
+        task = bar.add_task(f"{bench.spec.name}/{protocol.name}", total=total)  # pragma: no mutate
+        # Questions of one subject that share a prefix (the same shots kept) are scored together,
+        # so the backend runs each prefix once: reduced-shot prefixes are cached like the full one.
+        groups = [g for qs in todo_by_subject.values() for g in _by_prefix(qs, fitted)]
+        if getattr(backend, "whole_run", False):   # vLLM: one call, its engine batches and caches prefixes
+            groups, chunk = [[q for g in groups for q in g]], max(total, 1)
+        for qs in groups:
             for s in range(0, len(qs), chunk):
                 part = qs[s:s + chunk]
+                prompts = {q.id: fitted[q.id].prompt for q in part}
                 rows = []
                 if protocol.scoring == "logits":
-                    scores = backend.score_subject(prompts[part[0].id].prefix, [prompts[q.id].suffix for q in part])
+                    if getattr(backend, "whole_run", False):
+                        scores = backend.score_many([(prompts[q.id].prefix, prompts[q.id].suffix) for q in part])
+                    else:
+                        scores = backend.score_subject(prompts[part[0].id].prefix, [prompts[q.id].suffix for q in part])
                     for q, sc in zip(part, scores):
                         pred = "ABCD"[max(range(4), key=lambda i: sc[i])]
                         rows.append({"scores": [round(x, 5) for x in sc], "pred": pred, "fallback": None})
@@ -282,14 +326,23 @@ def _score(cfg, protocol, bench, backend, todo_by_subject, prompts, pred_path, t
                         rows.append({"generated": text, "pred": pred, "fallback": fb})
                 lines = []
                 for q, r in zip(part, rows):
-                    line = {"id": q.id, "subject": q.subject, "prompt_sha256": prompts[q.id].sha256,
+                    f = fitted[q.id]
+                    line = {"id": q.id, "subject": q.subject, "prompt_sha256": f.prompt.sha256,
+                            "prompt_tokens": f.tokens, "shots": f.shots, "fit": f.how,
                             "gold": q.answer, **r, "correct": r["pred"] == q.answer, "protocol": tag,
                             "model_key": key}
                     new[q.id] = line
                     lines.append(line)
                 _append(pred_path, lines)
-                bar.advance(task, len(part))
+                bar.advance(task, len(part))  # pragma: no mutate
     return new
+
+
+def _by_prefix(qs: list, fitted: dict) -> list[list]:
+    groups: dict[str, list] = {}
+    for q in qs:
+        groups.setdefault(fitted[q.id].prompt.prefix, []).append(q)
+    return list(groups.values())
 
 
 def summary(result: dict) -> str:
@@ -306,7 +359,8 @@ def summary(result: dict) -> str:
 @entrypoint
 def main(argv: list[str] | None = None) -> dict:
     cfg, _ = parse_args(EvalConfig, argv, prog="eval.run")
-    return evaluate(cfg)
+    with RunLock(output_dir(cfg, describe_model(cfg.model)[1])):   # one eval writes a folder at a time
+        return evaluate(cfg)
 
 
 if __name__ == "__main__":

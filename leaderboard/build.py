@@ -94,7 +94,15 @@ def _json_cards(cards: list[dict]) -> list[dict]:
         {"label": col["label"], "run": {k: col["manifest"].get(k) for k in keep} if col["manifest"] else None,
          "results": [{"benchmark": d["benchmark"], "protocol": d["protocol"], "subset": d["subset"],
                       "acc_micro": d["acc_micro"], "ci95": d["ci95"]} for d in col["results"]],
-         "cost": col["cost"], "contamination": col["contamination"]} for col in c["columns"]]} for c in cards]
+         "cost": col["cost"], "contamination": col["contamination"],
+         "effect": _json_effect(col.get("effect"))} for col in c["columns"]]} for c in cards]
+
+
+def _json_effect(effect: dict | None) -> dict | None:
+    """A column's stage effect with its deltas keyed by text (JSON has no tuple keys)."""
+    if not effect:
+        return None
+    return {**effect, "deltas": {" · ".join(map(str, k)): v for k, v in effect["deltas"].items()}}
 
 
 def write_outputs(board: dict, cfg: LeaderboardConfig, out: Path) -> Path:

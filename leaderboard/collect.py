@@ -10,7 +10,8 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from core.results import SchemaError, load_result
+from core.results import SchemaError, context_overflow, load_predictions, load_result
+from core.stats import indistinguishable, paired_comparison
 from core.runs import RunError, lineage
 
 from leaderboard.baselines import source_label
@@ -181,6 +182,12 @@ def _pct(x):
     return None if x is None else round(100.0 * x, 2)
 
 
+def context_mark(d: dict) -> dict | None:
+    """The result's context counts when some prompts did not fit the model (render marks the row), else None."""
+    k, m = context_overflow(d)
+    return {"max_len": d["context"]["max_len"], "shots_reduced": k, "left_truncated": m} if k or m else None
+
+
 def our_rows(results: list[dict], runs_root: Path, warn) -> list[dict]:
     """One row per (model, protocol, version, subset) with a score per benchmark."""
     rows: dict[tuple, dict] = {}
@@ -212,6 +219,7 @@ def our_rows(results: list[dict], runs_root: Path, warn) -> list[dict]:
             "n": d["n_questions"], "split": d["split"], "benchmark_version": d["benchmark_version"],
             "n_unparsed": d.get("n_unparsed"), "per_category": {
                 c: _pct(v["acc"]) for c, v in (d.get("per_category") or {}).items()},
+            "context": context_mark(d), "result": str(r["path"]),
         }
         row["source"].append(str(r["path"]))
         if row["params"] is None:
@@ -256,16 +264,41 @@ def _rank(table: dict) -> None:
         return sum(vals) / len(vals) if vals else -1.0
 
     table["rows"].sort(key=lambda r: (not complete(r), -mean(r), r["model"]))
-    n_ranked, last = 0, (None, None)  # (mean, rank) of the previous ranked row: ties share a rank
+    n_ranked, prev = 0, None   # the previous ranked row: a row it cannot be told apart from shares its rank
     for row in table["rows"]:
         row["mean"] = round(mean(row), 2) if mean(row) >= 0 else None
+        row["tied"] = False
         if table["ranked"] and complete(row):
             n_ranked += 1
-            row["rank"] = last[1] if row["mean"] == last[0] else n_ranked
-            last = (row["mean"], row["rank"])
+            if prev is not None and (row["mean"] == prev["mean"] or _tied(prev, row, benches)):
+                row["rank"], row["tied"], prev["tied"] = prev["rank"], True, True
+            else:
+                row["rank"] = n_ranked
+            prev = row
         else:
             row["rank"] = None
     table["rank_by"] = [bench_label(b) for b in benches]
+
+
+def _paired_p(a: dict, b: dict) -> float | None:
+    """McNemar p of two scores on the same questions, from their predictions files (None if either
+    score has none, e.g. a published baseline, or they share no question)."""
+    if not a.get("result") or not b.get("result"):
+        return None
+    try:
+        ra, rb = load_result(a["result"]), load_result(b["result"])
+        return paired_comparison(load_predictions(a["result"], ra),
+                                 load_predictions(b["result"], rb), samples=200)["mcnemar"]["p_value"]
+    except (SchemaError, ValueError):
+        return None
+
+
+def _tied(a: dict, b: dict, benches: list[str]) -> bool:
+    """Rows that cannot be told apart on any ranking benchmark (core.stats.indistinguishable: the paired
+    McNemar test where both have per-question predictions, else overlapping 95% CIs). Ties chain: a
+    run of rows each tied with the one above shares the first one's rank, every one marked tied."""
+    return all(indistinguishable(_paired_p(a["scores"][x], b["scores"][x]),
+                                 a["scores"][x].get("ci95"), b["scores"][x].get("ci95")) for x in benches)
 
 
 def build_tables(rows: list[dict], baselines: list[dict], known_protocols) -> tuple[list[dict], list[dict]]:

@@ -4,6 +4,9 @@ tokens (our runs beside published numbers), and per-category bars for our runs.
 Published numbers are drawn hollow and grey: their protocols differ from ours (or are unknown), so a
 point's position is context, not a ranking. Results on the built-in demo benchmark are not C-Eval or
 CMMLU and stay out of the scaling plots.
+
+Names are text: every label is drawn with mathtext off (`text.parse_math`), so a model, run or
+benchmark name with `$...$` in it is drawn as written, never as a formula (nor an error for bad TeX).
 """
 from __future__ import annotations
 
@@ -14,12 +17,16 @@ from leaderboard.collect import HEADLINE, bench_label
 from leaderboard.render import fmt_count
 
 
+# Set for the plots only (rc_context), not for other figures drawn in the same process.
+RC = {"svg.fonttype": "none",                # text stays text in the SVG (smaller, searchable)
+      "svg.hashsalt": "zhllm-leaderboard",    # stable element ids between builds
+      "text.parse_math": False}               # names are text: `$` is a dollar sign, not mathtext
+
+
 def _plt():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    plt.rcParams["svg.fonttype"] = "none"  # text stays text in the SVG (smaller, searchable)
-    plt.rcParams["svg.hashsalt"] = "zhllm-leaderboard"  # stable element ids between builds
     return plt
 
 
@@ -101,6 +108,11 @@ def _categories(plt, ours):
 def make_plots(tables: list[dict], published: list[dict], out_dir: Path) -> list[dict]:
     """Write the plots under out_dir/plots; returns [{title, png, svg}] with paths relative to out_dir."""
     plt = _plt()
+    with plt.rc_context(RC):
+        return _make_plots(plt, tables, published, out_dir)
+
+
+def _make_plots(plt, tables: list[dict], published: list[dict], out_dir: Path) -> list[dict]:
     ours = [r for t in tables for r in t["rows"] if r["kind"] == "ours"]
     scaled = [r for r in ours if r["subset"] in ("full", "shared-split")]  # not the demo, not partial runs
     pub = [r for t in published for r in t["rows"]] + [r for t in tables for r in t["rows"] if r["kind"] == "baseline"]

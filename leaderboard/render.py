@@ -1,7 +1,8 @@
 """Markdown and static HTML for the leaderboard tables.
 
 Every piece of text that came from a file (model names, paths, notes) is escaped: html.escape in
-the page, and `|`, `<`, backslash and Markdown emphasis characters in the Markdown.
+the page, and `|`, `<`, backslash, `$` (math in GitHub's Markdown) and emphasis characters in the
+Markdown. Names are text, never markup or formulas (the plots draw them with mathtext off).
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ TEMPLATE = Path(__file__).with_name("template.html")
 
 
 # ---- formatting -------------------------------------------------------------------------------
+TIE_NOTE = ("A row that cannot be told apart from the one above (paired McNemar p >= 0.05 on the same "
+            "questions, or overlapping 95% CIs without per-question results) shares its rank, marked (tied).")
+
+
 def fmt_count(n) -> str:
     """1.12B / 3.0M / 52K; '—' for unknown."""
     if n is None:
@@ -34,7 +39,20 @@ def fmt_score(s: dict | None) -> str:
         out += f" [{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}]"
     if s.get("mismatch"):
         out += " ≠data"
+    if s.get("context"):
+        out += f" ⚠ctx {s['context']['shots_reduced']}+{s['context']['left_truncated']}"
     return out
+
+
+def context_note(table: dict) -> list[str]:
+    """The note that explains the ⚠ctx mark, for a table where some row carries it."""
+    marked = [s["context"] for r in table["rows"] for s in r["scores"].values() if s and s.get("context")]
+    if not marked:
+        return []
+    return ["⚠ctx k+m: some prompts were longer than the model's context (max_len "
+            f"{', '.join(sorted({str(c['max_len']) for c in marked}))}) and were fitted before scoring: k lost "
+            "in-context examples (OpenCompass's policy), m were cut at the left end (lm-eval's policy). "
+            "The result file's `context` field has the counts per subject."]
 
 
 def proto_label(row: dict) -> str:
@@ -45,7 +63,7 @@ def proto_label(row: dict) -> str:
 
 def md_escape(text) -> str:
     text = str(text).replace("\r", " ").replace("\n", " ")
-    text = re.sub(r"([\\`*_|])", r"\\\1", text).replace("](", "]\\(")  # no tables split, no links
+    text = re.sub(r"([\\`*_|$])", r"\\\1", text).replace("](", "]\\(")  # no tables split, links or math
     return text.replace("<", "&lt;")  # no raw HTML tag can start; "->" stays readable
 
 
@@ -53,7 +71,8 @@ def _columns(table: dict) -> list[tuple[str, str, callable, callable]]:
     """(header, type, cell text, sort key) for a table; the same columns in Markdown and HTML."""
     cols = []
     if table["ranked"]:
-        cols.append(("#", "num", lambda r: "" if r["rank"] is None else str(r["rank"]), lambda r: r["rank"]))
+        cols.append(("#", "num", lambda r: "" if r["rank"] is None else f"{r['rank']}{' (tied)' if r.get('tied') else ''}",
+                     lambda r: r["rank"]))
     cols += [("model", "text", lambda r: r["model"], None),
              ("params", "num", lambda r: fmt_count(r["params"]), lambda r: r["params"]),
              ("tokens", "num", lambda r: fmt_count(r["tokens"]), lambda r: r["tokens"])]
@@ -87,9 +106,10 @@ def render_markdown(board: dict) -> str:
     for t in board["tables"]:
         out += [f"## {md_escape(t['title'])}", "",
                 f"Ranked by the mean of {', '.join(t['rank_by'])} over rows that have all of them on "
-                f"the same data. Our scores are micro accuracy (%) with a 95% CI.", ""]
+                f"the same data. Our scores are micro accuracy (%) with a 95% CI. {TIE_NOTE}", ""]
         out += _md_table(t) + [""]
-        out += [f"- {md_escape(n)}" for n in t["notes"]] + ([""] if t["notes"] else [])
+        notes = t["notes"] + context_note(t)
+        out += [f"- {md_escape(n)}" for n in notes] + ([""] if notes else [])
     out += ["## Published numbers (other or unknown protocols: not ranked against ours)", "",
             "Each table is one source as printed there. Protocols differ between sources and are often "
             "not stated, so these numbers are context, not competitors; the order is by mean score "
@@ -138,8 +158,8 @@ def render_html(board: dict) -> str:
     for t in board["tables"]:
         parts.append(f'<section class="board" data-protocol="{_e(t["protocol"])}">'
                      f'<h2>{_e(t["title"])}</h2><p class="note">Ranked by the mean of {_e(", ".join(t["rank_by"]))}'
-                     f'; our scores are micro accuracy (%) with a 95% CI.</p>{_html_table(t)}'
-                     + "".join(f'<p class="note">{_e(n)}</p>' for n in t["notes"]) + "</section>")
+                     f'; our scores are micro accuracy (%) with a 95% CI. {_e(TIE_NOTE)}</p>{_html_table(t)}'
+                     + "".join(f'<p class="note">{_e(n)}</p>' for n in t["notes"] + context_note(t)) + "</section>")
     if board["published"]:
         parts.append('<h2>Published numbers (other or unknown protocols: not ranked against ours)</h2>'
                      '<p class="note">Each table is one source as printed there; protocols differ between '

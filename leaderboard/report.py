@@ -12,6 +12,7 @@ from pathlib import Path
 from core.runs import read_manifest
 
 from leaderboard.collect import STAGE_COLUMNS, resolve_parent, bench_label, contamination, result_key, run_chain
+from leaderboard.effects import stage_effects
 from leaderboard.render import fmt_count, md_escape
 
 _DEVICE_KEYS = ("world_size", "n_gpus", "num_gpus", "nproc")
@@ -78,21 +79,33 @@ def report_cards(runs_root: Path, results: list[dict], cost, warn) -> list[dict]
         if not any(str(Path(c["_path"]).resolve()) in by_run for c in chain):
             continue
         columns, seen = [], {}
-        for c in chain:
+        for c, effect in zip(chain, stage_effects(chain)):
             label = STAGE_COLUMNS.get(c.get("stage"), str(c.get("stage", "?")).upper())
             seen[label] = seen.get(label, 0) + 1
             columns.append({"label": label if seen[label] == 1 else f"{label}#{seen[label]}", "manifest": c,
                             "results": by_run.get(str(Path(c["_path"]).resolve()), []),
                             "cost": stage_cost(c, cost),
-                            "contamination": contamination([c], warn)["label"]})
+                            "contamination": contamination([c], warn)["label"], "effect": effect})
         # Fixed BASE / SFT / DPO / GRPO columns, empty where the lineage has no such stage.
         for label in STAGE_COLUMNS.values():
             if not any(col["label"] == label for col in columns):
-                columns.append({"label": label, "manifest": None, "results": [], "cost": None, "contamination": "—"})
+                columns.append({"label": label, "manifest": None, "results": [], "cost": None, "contamination": "—",
+                                "effect": None})
         order = list(STAGE_COLUMNS.values())
         columns.sort(key=lambda col: (order.index(col["label"].split("#")[0]) if col["label"].split("#")[0] in order else 99))
         cards.append({"leaf": str(leaf), "columns": columns})
     return cards
+
+
+def delta_text(col: dict, key: tuple) -> str:
+    """' · +33.2 vs parent, 95% CI [..], McNemar p ..' for a score whose parent run has the same result."""
+    d = (col.get("effect") or {}).get("deltas", {}).get(key)
+    if not d:
+        return ""
+    if "error" in d:
+        return f" · {100 * (d['acc'] - d['acc_parent']):+.1f} vs parent (no paired test)"
+    return (f" · {100 * d['diff']:+.1f} vs parent, 95% CI [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}], "
+            f"McNemar p {d['p_value']:.2g}")
 
 
 def render_report(cards: list[dict], cost) -> str:
@@ -100,7 +113,10 @@ def render_report(cards: list[dict], cost) -> str:
            "One card per lineage (leaf run and its ancestors). Scores are micro accuracy (%) with a 95% CI;",
            "cost = wall-clock x devices x hourly rate, with rates from the leaderboard config "
            f"(cost.gpu_hour_usd = {dict(cost.gpu_hour_usd)}, cost.cpu_hour_usd = {cost.cpu_hour_usd}): "
-           "an estimate from assumed rates, not a bill.", ""]
+           "an estimate from assumed rates, not a bill. Each score of a stage is followed by its delta against",
+           "the parent run on the same protocol and questions (paired: McNemar and a bootstrap CI, core/stats.py);",
+           "`held-out checks` are each stage's own measurements on items it never trained on (leaderboard/effects.py).",
+           ""]
     if not cards:
         out += ["No lineage has eval results yet: run `make eval MODEL=runs/<stage>/<run>` first.", ""]
     for card in cards:
@@ -122,8 +138,10 @@ def render_report(cards: list[dict], cost) -> str:
                 if d is None:
                     return "—"
                 lo, hi = d["ci95"]["micro"]
-                return f"{100 * d['acc_micro']:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+                return f"{100 * d['acc_micro']:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]" + delta_text(c, key)
             line(md_escape(f"{bench_label(bench)} · {proto} v{version} · {subset}"), score)
+        line("held-out checks", lambda c: "; ".join(
+            f"{'met' if k['met'] else 'MISSED'}: {k['check']} ({k['detail']})" for k in c["effect"]["checks"]) or "—")
         line("wall-clock", lambda c: _fmt_hours(c["cost"]["hours"]))
         line("steps", lambda c: str(c["manifest"].get("steps", "—")))
         line("tokens", lambda c: fmt_count(c["manifest"].get("tokens_seen")))

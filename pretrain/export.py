@@ -20,7 +20,7 @@ from pathlib import Path
 from core.config import ConfigError
 from core.errors import entrypoint
 from core.models import build_model, config_from_dict, save_hf
-from core.runs import RunError
+from core.runs import RunError, RunLock
 from pretrain import checkpoint as ckpt_lib
 
 
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> Path:
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     run = Path(argv[0])
+    if not run.is_dir():
+        raise RunError(f"run folder not found: {run}")
     opts = dict(a.split("=", 1) for a in argv[1:] if "=" in a)
     unknown = set(opts) - {"checkpoint", "out"}
     if unknown or any("=" not in a for a in argv[1:]):
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> Path:
     if ckpt is None:
         raise RunError(f"{run}/checkpoints has no complete checkpoint to export")
     out = Path(opts.get("out", run / "model"))
-    export_checkpoint(ckpt, out)
+    with RunLock(run):          # not while the run trains, or another export writes it
+        export_checkpoint(ckpt, out)
     print(f"exported {ckpt} -> {out}")
     return out
 

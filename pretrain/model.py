@@ -31,6 +31,10 @@ class Size:
 SIZES: dict[str, Size] = {
     # Tests and the CPU demo: a few hundred thousand parameters.
     "debug": Size(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, max_seq_len_tokens=1024),
+    # The demo curriculum (make demo / make showcase): ~0.8M and ~3.1M parameters in the blocks. Chosen by
+    # measurement (README, demo section): the smallest that stores the demo world's facts in minutes.
+    "demo": Size(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, max_seq_len_tokens=1024),
+    "demo_256": Size(hidden=256, layers=4, heads=8, kv_heads=4, intermediate=768, max_seq_len_tokens=1024),
     # ~0.1B with a 32k vocabulary (75M in the blocks).
     "small_0p1b": Size(hidden=768, layers=12, heads=12, kv_heads=4, intermediate=2048),
     # ~0.5B with a 64k vocabulary (0.36B in the blocks + 66M embedding, tied).

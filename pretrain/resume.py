@@ -8,10 +8,13 @@ its config may continue that checkpoint.
 A resumed run must have the checkpoint's config except for the keys in `RESUME_MAY_CHANGE`
 (logging, checkpoint cadence, micro-batching and other settings that do not change the numbers).
 Log rows written after the checkpoint by the process that died are dropped (`truncate_jsonl`).
-Used by pretrain/train.py; rank 0 decides and every rank uses its answer.
+Used by pretrain/train.py; rank 0 decides and every rank uses its answer. One writer per run
+folder: rank 0 holds `<run>/.lock` and every other rank `<run>/.lock.rank<r>` (core.runs.RunLock)
+until the run ends; `find_run` makes every decision without writing (pretrain/preflight.py).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -20,23 +23,33 @@ import torch.distributed as dist
 from core.config import ConfigError, to_dict
 from core.errors import UserError
 from core.log import read_metrics
-from core.runs import Run, RunError, atomic_write_text
+from core.runs import Run, RunError, RunLock, atomic_write_text, in_use_error, lock_holder
 from pretrain import checkpoint as ckpt_lib
 
 # Keys that may differ between a checkpoint and the command that resumes it.
-RESUME_MAY_CHANGE = ("resume", "add_data", "export", "logging.", "run.", "train.log_every_steps",
+RESUME_MAY_CHANGE = ("resume", "add_data", "export", "logging.", "heldout.", "run.", "train.log_every_steps",
                      "train.save_every_steps", "train.keep_last_checkpoints", "train.compile",
                      "train.activation_checkpointing", "train.cpu_threads", "train.trace_blocks",
-                     "train.micro_batch_size", "model.attn_implementation")
+                     "train.micro_batch_size", "model.attn_implementation",
+                     "train.fsdp", "train.mfu_peak")   # one precision policy and DCP either way (pretrain/train.py)
 
 
-def open_run(cfg, recipe: str, rank: int, world: int) -> tuple[Run, Path | None, dict | None]:
-    """(run, checkpoint to resume or None, its trainer state) for a PretrainConfig. Rank 0 picks
-    (or creates) the run folder; everyone uses its answer, so an error there stops every rank."""
-    picked = [None]
+@contextlib.contextmanager
+def open_run(cfg, recipe: str, rank: int, world: int):
+    """`with open_run(...) as (run, checkpoint or None, its trainer state or None):` for a
+    PretrainConfig. Rank 0 picks (or creates) and locks the run folder; everyone uses its answer, so
+    an error there stops every rank. The locks are released however the block ends; a start refused
+    before `run.begin()` removes a folder it created (rank 0)."""
+    picked, run = [None], None
     if rank == 0:
         try:
-            picked = [resolve_run(cfg, recipe)]
+            path, ckpt = find_run(cfg, recipe)
+            if path is None:
+                run = Run.create("pretrain", recipe, cfg.run)
+            else:
+                run = Run(path, "pretrain", recipe)
+                run.lock = RunLock(path).acquire()
+            picked = [(run.path, ckpt)]
         except UserError as e:
             picked = [e]
     if world > 1:
@@ -44,21 +57,28 @@ def open_run(cfg, recipe: str, rank: int, world: int) -> tuple[Run, Path | None,
     if isinstance(picked[0], Exception):
         raise picked[0]
     run_path, ckpt = picked[0]
-    state = ckpt_lib.read_state(ckpt) if ckpt else None
-    if state is not None:
-        check_config_matches(cfg, state["config"], ckpt)
-    run = Run(run_path, "pretrain", recipe)
-    if state is not None:
-        run.started = state.get("run_started", run.started)
-    return run, ckpt, state
+    if run is None:
+        run = Run(run_path, "pretrain", recipe)
+    with run:
+        if rank != 0:
+            run.lock = RunLock(run_path, run_path / f".lock.rank{rank}").acquire()
+        state = ckpt_lib.read_state(ckpt) if ckpt else None
+        if state is not None:
+            check_config_matches(cfg, state["config"], ckpt)
+            run.started = state.get("run_started", run.started)
+        yield run, ckpt, state
 
 
-def resolve_run(cfg, recipe: str) -> tuple[Path, Path | None]:
-    """(run folder, checkpoint to resume from or None). Rank 0 only."""
+def find_run(cfg, recipe: str) -> tuple[Path | None, Path | None]:
+    """(the existing run folder to write, or None for a new one; the checkpoint to resume from or
+    None). Writes nothing: every refusal (no such checkpoint, a finished run, a run in use) is
+    raised here, so pretrain/preflight.py can make it before any worker starts."""
     if cfg.resume in ("", "auto"):
         if cfg.resume == "auto" and not cfg.run.name:
             raise ConfigError("resume=auto needs run.name=<run> (the run folder to continue)")
-        run = Run.create("pretrain", recipe, cfg.run, resume=cfg.resume == "auto").path
+        run = Path(cfg.run.root) / "pretrain" / cfg.run.name
+        if not cfg.run.name or not run.is_dir():
+            return None, None
         ckpt = ckpt_lib.latest(run / "checkpoints")
         if cfg.resume == "" and ckpt is not None:
             raise RunError(f"{run} already has checkpoints; pass resume=auto to continue it, or another run.name")
@@ -74,6 +94,9 @@ def resolve_run(cfg, recipe: str) -> tuple[Path, Path | None]:
             raise RunError(f"resume={p}: neither a run folder nor a checkpoint folder")
     if (run / "manifest.json").is_file():
         raise RunError(f"{run} is a finished run (manifest.json exists); start a new run instead")
+    holder = lock_holder(run)
+    if holder:
+        raise in_use_error(run, holder)
     return run, ckpt
 
 

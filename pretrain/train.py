@@ -9,18 +9,25 @@ Run as:
     make pretrain RECIPE=demo                               # CPU, 1 process, debug size, ~1-2 min
     make pretrain RECIPE=demo NPROC=2                       # CPU, 2 processes: FSDP2 over gloo
     make pretrain RECIPE=base_0p5b NPROC=8                  # one GPU node: FSDP2 over nccl, bf16
+    make pretrain RECIPE=small_0p1b ARGS="train.fsdp=always"   # one GPU, still FSDP2 over nccl
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=<host>:29500 \\
         -m pretrain.train pretrain/recipes/steel_1b.yaml    # several nodes, same script
     make pretrain RECIPE=demo ARGS="run.name=<run> resume=auto"                         # continue
     make pretrain RECIPE=demo ARGS="run.name=<run> resume=auto add_data=[runs/data/more]"  # add shards
 
-Parallelism: with one process there is no process group and no FSDP wrapper (the plain module is
-fastest there and checkpoints are the same DCP format); with more, `fully_shard` wraps every decoder
-block and then the root, gloo on CPU and nccl on GPU. Precision `auto` is bf16 on GPU (FSDP
-MixedPrecisionPolicy, fp32 gradients reduction; autocast without FSDP) and fp32 on CPU; `bf16` on
-CPU uses autocast. On a CPU shared with other processes set OMP_WAIT_POLICY=PASSIVE before starting
-(the Makefile and the tests do): with spinning OpenMP waits, 2 threads on 2 busy cores ran a
-debug-size step 8x slower (1.67 s vs 0.17 s measured); passive waits cost ~nothing alone.
+Parallelism (`train.fsdp`): `auto` wraps with FSDP2 when there is more than one process; with one
+there is no process group and no wrapper (the plain module is fastest there and checkpoints are the
+same DCP format). `always` wraps even one process (a process group of one, nccl on GPU, gloo on
+CPU), so a single GPU exercises FSDP2 over NCCL; `never` is one plain process. `fully_shard` wraps
+every decoder block and then the root. Precision `auto` is bf16 on GPU and fp32 on CPU; bf16 is
+one policy whatever the world size or wrapping: autocast to bf16 around fp32 parameters (fp32
+master weights, optimizer state, residual stream and gradient reduction). FSDP's own
+param_dtype=bf16 would halve the all-gather bytes but run the residual stream in bf16, so the
+numbers would change with the GPU count. MFU is against `train.mfu_peak` (pretrain/mfu.py: the
+datasheet figure of a known GPU, or a measured matmul), recorded in manifest.json. On a CPU shared
+with other processes set OMP_WAIT_POLICY=PASSIVE before starting (the Makefile and the tests do):
+with spinning OpenMP waits, 2 threads on 2 busy cores ran a debug-size step 8x slower (1.67 s vs
+0.17 s measured); passive waits cost ~nothing alone.
 """
 from __future__ import annotations
 
@@ -37,16 +44,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from core.config import parse_args, recipe_name, to_dict
-from core.errors import UserError, entrypoint
+from core.compat import enable_activation_checkpointing
+from core.config import ConfigError, parse_args, recipe_name, to_dict
+from core.errors import UserError, entrypoint, error_line
 from core.log import StepLogger, plot_metrics, read_metrics
 from core.models import build_model, count_parameters, load_tokenizer, save_hf
-from core.runs import Run, RunOptions, read_manifest, sha256_file, tokenizer_hash
+from core.runs import Run, RunOptions, die_with_parent, sha256_file
 from pretrain import checkpoint as ckpt_lib
 from pretrain.data import BlockLoader
-from pretrain.mfu import peak_flops
+from pretrain.heldout import HeldoutOptions, heldout_check, read_docs
+from pretrain.mfu import PEAK_MODES, peak_flops
 from pretrain.model import flops_per_token, linear_cross_entropy, model_config, release_loss_buffers
-from pretrain.resume import open_run, truncate_jsonl
+from pretrain.preflight import (Batches, DataFolder, PretrainError, check_config, check_data_folder,  # noqa: F401
+                                plan_batches)
+from pretrain.resume import find_run, open_run, truncate_jsonl
 from pretrain.trackers import Trackers
 
 
@@ -90,6 +101,8 @@ class TrainOptions:
     micro_batch_size: int = 8           # sequences per rank per forward; accumulation fills the rest
     precision: str = "auto"             # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     activation_checkpointing: bool = False  # recompute each block in backward (less memory)
+    fsdp: str = "auto"                  # auto (FSDP2 when > 1 process) | always (even 1 process) | never (1 process)
+    mfu_peak: str = "auto"              # MFU's peak: auto (a known GPU's datasheet, else measured) | table | measured
     compile: bool = False               # torch.compile each decoder block
     seed: int = 0                       # model init and torch RNG
     cpu_threads: int = 0                # torch threads per process on CPU; 0 = torch's default
@@ -113,15 +126,11 @@ class PretrainConfig:
     optim: OptimOptions = field(default_factory=OptimOptions)
     train: TrainOptions = field(default_factory=TrainOptions)
     logging: LoggingOptions = field(default_factory=LoggingOptions)
+    heldout: HeldoutOptions = field(default_factory=HeldoutOptions)   # end-of-run loss on never-trained text
     run: RunOptions = field(default_factory=RunOptions)
     resume: str = ""                    # "" | auto (latest checkpoint of run.name, if any) | <run or checkpoint dir>
     add_data: list[str] = field(default_factory=list)  # data folders added on resume
     export: bool = True                 # write model/ (HF) at the end
-
-
-class PretrainError(UserError):
-    """A bad config, data folder or checkpoint for this run: one line on stderr, exit code 2."""
-    kind = "pretrain"
 
 
 # ---- setup -------------------------------------------------------------------------------------
@@ -130,10 +139,23 @@ class Dist:
     rank: int
     world: int
     device: torch.device
+    sharded: bool = False               # the model is wrapped with FSDP2 (train.fsdp)
+
+
+def check_fsdp(train: TrainOptions, world: int) -> bool:
+    """Whether this run wraps the model with FSDP2, or the ConfigError of a bad train.fsdp/mfu_peak."""
+    if train.fsdp not in ("auto", "always", "never"):
+        raise ConfigError(f"train.fsdp must be auto, always or never, not {train.fsdp!r}")
+    if train.fsdp == "never" and world > 1:
+        raise ConfigError(f"train.fsdp=never trains one process, but WORLD_SIZE is {world}; use auto or always")
+    if train.mfu_peak not in PEAK_MODES:
+        raise ConfigError(f"train.mfu_peak must be one of {', '.join(PEAK_MODES)}, not {train.mfu_peak!r}")
+    return world > 1 or train.fsdp == "always"
 
 
 def setup_distributed(train: TrainOptions) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    sharded = check_fsdp(train, world)
     cuda = torch.cuda.is_available()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
@@ -141,9 +163,12 @@ def setup_distributed(train: TrainOptions) -> Dist:
         torch.cuda.set_device(device)
     elif train.cpu_threads > 0:
         torch.set_num_threads(train.cpu_threads)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(rank=dist.get_rank() if world > 1 else 0, world=world, device=device)
+    if sharded and not dist.is_initialized():
+        if "MASTER_ADDR" in os.environ or world > 1:       # torchrun
+            dist.init_process_group("nccl" if cuda else "gloo")
+        else:   # `python -m pretrain.train train.fsdp=always`: a group of one needs no rendezvous
+            dist.init_process_group("nccl" if cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1)
+    return Dist(rank=dist.get_rank() if world > 1 else 0, world=world, device=device, sharded=sharded)
 
 
 def lr_lambda(opt: OptimOptions, max_steps: int):
@@ -167,14 +192,13 @@ def make_optimizer(model, opt: OptimOptions, fused: bool) -> torch.optim.Optimiz
                              fused=fused or None, foreach=None if fused else True)
 
 
-def shard_model(model, d: Dist, bf16: bool):
+def shard_model(model, d: Dist):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     mesh = init_device_mesh(d.device.type, (d.world,))
-    # On GPU FSDP casts parameters to bf16 for compute and reduces gradients in fp32; on CPU gloo
-    # cannot reduce bf16, so bf16 there means autocast around the fp32 FSDP model.
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if bf16 and d.device.type == "cuda" else MixedPrecisionPolicy()
+    # fp32 parameters and gradient reduction: bf16 is autocast inside, the same as without FSDP
+    # (see the module docstring; gloo on CPU cannot reduce bf16 anyway).
+    mp = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
     for layer in model.model.layers:
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
@@ -184,11 +208,21 @@ def shard_model(model, d: Dist, bf16: bool):
 # ---- main --------------------------------------------------------------------------------------
 @entrypoint
 def main(argv: list[str] | None = None) -> Path:
+    if "TORCHELASTIC_RUN_ID" in os.environ:   # a torchrun worker: end with the launcher, never train on orphaned
+        die_with_parent()
     cfg, recipe = parse_args(PretrainConfig, argv, prog="pretrain.train")
     threads = torch.get_num_threads()
     d = setup_distributed(cfg.train)
     try:
         return train(cfg, recipe_name(recipe, "pretrain"), d)
+    except UserError as e:
+        if d.rank == 0:
+            raise
+        # Every rank meets the same error (rank 0 decides and broadcasts); rank 0 says it once and
+        # the launcher then stops this rank. Still alive after a while: the error was this rank's own.
+        time.sleep(10)
+        print(error_line(e), file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     finally:
         torch.set_num_threads(threads)  # called in-process (tests, benchmark): leave the caller as it was
         if dist.is_initialized():
@@ -200,45 +234,28 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    Trackers.check_installed(cfg)
+    check_config(cfg, d.world)           # every value check before a run folder exists
+    if cfg.heldout.files:
+        read_docs(cfg.heldout.files, cfg.heldout.max_docs)   # a missing held-out file too
+    find_run(cfg, recipe)                # the resume / run-folder refusals (writes nothing), then the data
     data = check_data_folder(Path(cfg.data.path))
-    run, ckpt, state = open_run(cfg, recipe, d.rank, d.world)
-    s = build(cfg, d, data, run)
-    restore(s, ckpt, state)
-    if d.rank == 0:
-        announce(s, recipe, ckpt)
-    train_loop(s)
-    if cfg.export:
-        export(s)
-    if d.world > 1:
-        dist.barrier()
-    if d.rank == 0:
-        finish(s, recipe)
+    with open_run(cfg, recipe, d.rank, d.world) as (run, ckpt, state):
+        s = build(cfg, d, data, run)
+        restore(s, ckpt, state)          # a shard that does not match its hash is refused here
+        run.begin()
+        if d.rank == 0:
+            announce(s, recipe, ckpt)
+        train_loop(s)
+        if cfg.export:
+            export(s)
+        if d.world > 1:
+            dist.barrier()
+        if d.rank == 0:
+            finish(s, recipe, heldout(s))
     return run.path
 
 
 # ---- phases ------------------------------------------------------------------------------------
-@dataclass
-class DataFolder:
-    """A checked data folder (data_recipes/shards.py): shards, tokenizer and manifest."""
-    path: Path
-    tokenizer_dir: Path
-    manifest: dict
-
-
-@dataclass
-class Batches:
-    """How one optimizer step's global batch splits: ranks x accumulation micro-steps x sequences."""
-    seq: int                            # tokens per sequence
-    global_seqs: int                    # sequences per step, all ranks
-    micro: int                          # sequences per forward
-    accum: int                          # micro-steps per optimizer step
-
-    @property
-    def global_tokens(self) -> int:
-        return self.global_seqs * self.seq
-
-
 @dataclass
 class Session:
     """What the phases of one run share (no trainer class: `train_loop` reads top to bottom)."""
@@ -261,37 +278,6 @@ class Session:
     peak_flops: dict = field(default_factory=dict)   # {"value", "source"} of the MFU denominator
 
 
-def check_data_folder(data_dir: Path) -> DataFolder:
-    """A finished data folder whose tokenizer is still the one its shards were made with."""
-    if not (data_dir / "manifest.json").is_file():
-        raise PretrainError(f"data folder not found or unfinished: {data_dir} (no manifest.json); run `make data` first")
-    tok_dir = data_dir / "tokenizer"
-    if not (tok_dir / "tokenizer.json").is_file():
-        raise PretrainError(f"tokenizer missing: {tok_dir}/tokenizer.json (the data folder must hold the tokenizer "
-                            f"its shards were made with)")
-    manifest = read_manifest(data_dir)
-    recorded = manifest.get("tokenizer_sha256")
-    if recorded and tokenizer_hash(tok_dir) != recorded:
-        raise PretrainError(f"tokenizer changed: {tok_dir} no longer matches the tokenizer_sha256 in "
-                            f"{data_dir}/manifest.json, so the shards' token ids would be misread")
-    return DataFolder(data_dir, tok_dir, manifest)
-
-
-def plan_batches(train: TrainOptions, seq: int, world: int) -> Batches:
-    if train.batch_size_tokens % seq:
-        raise PretrainError(f"train.batch_size_tokens={train.batch_size_tokens} is not a multiple of "
-                            f"data.seq_len_tokens={seq}")
-    global_seqs = train.batch_size_tokens // seq
-    if global_seqs % world:
-        raise PretrainError(f"{global_seqs} sequences per step do not split over {world} processes")
-    per_rank = global_seqs // world
-    micro = min(train.micro_batch_size, per_rank)
-    if per_rank % micro:
-        raise PretrainError(f"{per_rank} sequences per process per step are not a multiple of "
-                            f"train.micro_batch_size={micro}")
-    return Batches(seq=seq, global_seqs=global_seqs, micro=micro, accum=per_rank // micro)
-
-
 def build(cfg: PretrainConfig, d: Dist, data: DataFolder, run: Run) -> Session:
     """Model (seeded), its placement (device, compile, FSDP), autocast, optimizer and schedule."""
     tokenizer = load_tokenizer(data.tokenizer_dir)
@@ -306,17 +292,16 @@ def build(cfg: PretrainConfig, d: Dist, data: DataFolder, run: Run) -> Session:
     model = build_model(hf_config, seed=cfg.train.seed, attn_implementation=cfg.model.attn_implementation)
     n_params, n_blocks = count_parameters(model), count_parameters(model, blocks_only=True)
     if cfg.train.activation_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)   # core.compat: the method is named by transformers version
     model.to(d.device)
     if cfg.train.compile:
         for layer in model.model.layers:
             layer.compile()
-    if d.world > 1:
-        shard_model(model, d, bf16)
-    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) \
-        if bf16 and not (on_gpu and d.world > 1) else contextlib.nullcontext()
+    if d.sharded:
+        shard_model(model, d)
+    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     # The fused AdamW kernel (CPU and CUDA) is the fastest; sharded CPU params use the foreach one.
-    optimizer = make_optimizer(model, cfg.optim, fused=d.world == 1 or on_gpu)
+    optimizer = make_optimizer(model, cfg.optim, fused=not d.sharded or on_gpu)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim, cfg.train.max_steps))
     return Session(cfg=cfg, d=d, data=data, run=run, hf_config=hf_config, batches=batches, bf16=bf16,
                    model=model, optimizer=optimizer, scheduler=scheduler, autocast=autocast,
@@ -361,7 +346,8 @@ def announce(s: Session, recipe: str, ckpt: Path | None) -> None:
     truncate_jsonl(s.run.path / "data_trace.jsonl", s.step)
     print(f"pretrain: recipe {recipe} | run {s.run.path} | data {s.data.path} | "
           f"{'resume from ' + str(ckpt) if ckpt else 'new run'}")
-    print(f"model {cfg.model.size}/{cfg.model.ffn}: {s.n_params / 1e6:.2f}M params | world {s.d.world} | "
+    wrap = f"FSDP2 over {dist.get_backend()}" if s.d.sharded else "no FSDP"
+    print(f"model {cfg.model.size}/{cfg.model.ffn}: {s.n_params / 1e6:.2f}M params | world {s.d.world}, {wrap} | "
           f"{'bf16' if s.bf16 else 'fp32'} on {s.d.device.type} | {b.global_tokens} tokens/step = "
           f"{s.d.world} x {b.accum} x {b.micro} x {b.seq} | {s.loader.num_blocks} blocks")
 
@@ -370,8 +356,10 @@ def train_loop(s: Session) -> None:
     """Optimizer steps up to train.max_steps: log, checkpoint; the final checkpoint at the end."""
     cfg, d, b = s.cfg, s.d, s.batches
     is_main = d.rank == 0
-    peak, peak_src = peak_flops(d.device, torch.bfloat16 if s.bf16 else torch.float32)
-    s.peak_flops = {"value": peak, "source": peak_src}
+    peak, peak_src = peak_flops(d.device, torch.bfloat16 if s.bf16 else torch.float32, cfg.train.mfu_peak)
+    s.peak_flops = {"value": peak, "source": peak_src, "mode": cfg.train.mfu_peak}
+    if is_main:
+        print(f"MFU peak: {peak / 1e12:.1f} TFLOP/s per device ({peak_src})")
     fpt = flops_per_token(s.hf_config, s.n_blocks, b.seq)
     logger = StepLogger(s.run.path / "metrics.jsonl" if is_main else None, cfg.train.max_steps, start_step=s.step,
                         stream=sys.stdout if is_main else open(os.devnull, "w"))
@@ -417,7 +405,7 @@ def train_step(s: Session, final_hidden: dict) -> tuple[Any, torch.Tensor, Any, 
     loss_sum = torch.zeros((), device=d.device)
     for k in range(b.accum):
         chunk = batch[k * b.micro:(k + 1) * b.micro]
-        if d.world > 1:
+        if d.sharded:
             model.set_requires_gradient_sync(k == b.accum - 1)
         inputs, targets = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
         with s.autocast:
@@ -467,7 +455,17 @@ def export(s: Session) -> None:
         save_hf(s.run.path / "model", plain, None, tokenizer_dir=s.data.tokenizer_dir, fresh_generation_config=True)
 
 
-def finish(s: Session, recipe: str) -> None:
+def heldout(s: Session) -> dict | None:
+    """Rank 0, after the export: pretrain/heldout.py on model/ (None without held-out files or export)."""
+    if not s.cfg.heldout.files or not s.cfg.export:
+        return None
+    from core.models import load_model
+    model = load_model(s.run.path / "model")
+    tokenizer = load_tokenizer(s.data.tokenizer_dir)
+    return heldout_check(model, tokenizer, s.cfg.heldout, s.cfg.data.seq_len_tokens, s.run.path / "heldout.json")
+
+
+def finish(s: Session, recipe: str, heldout_summary: dict | None = None) -> None:
     """Rank 0: loss plot, manifest.json (last), and the next command."""
     cfg, run, dm = s.cfg, s.run, s.data.manifest
     plot_metrics(run.path / "metrics.jsonl", run.path / "loss.png", keys=("loss", "lr"), title=run.path.name)
@@ -477,8 +475,10 @@ def finish(s: Session, recipe: str) -> None:
                data_sources=s.loader.sources, tokenizer_sha256=dm.get("tokenizer_sha256"),
                model={"size": cfg.model.size, "ffn": cfg.model.ffn, "params": s.n_params,
                       "model_type": s.hf_config.model_type},
-               world_size=s.d.world, final_loss=final[-1]["loss"] if final else None,
-               peak_flops=s.peak_flops, checkpoint=str(ckpt_lib.latest(run.path / "checkpoints")))
+               world_size=s.d.world, fsdp={"mode": cfg.train.fsdp, "sharded": s.d.sharded},
+               final_loss=final[-1]["loss"] if final else None,
+               peak_flops=s.peak_flops, checkpoint=str(ckpt_lib.latest(run.path / "checkpoints")),
+               **({"heldout": heldout_summary} if heldout_summary else {}))
     print(f"\nrun folder: {run.path}")
     sft_recipe = "demo" if recipe == "demo" else "<sft recipe>"
     print(f"next: make sft RECIPE={sft_recipe} INIT={run.path}")

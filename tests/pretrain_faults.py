@@ -4,6 +4,8 @@ in product code): the script patches one pretraining function, then runs the ord
     --kill-at-step=N        SIGKILL every rank right after step N's end-of-step checkpoint check
     --kill-in-checkpoint=N  SIGKILL rank 0 while writing checkpoint N: after the DCP shards, the
                             RNG states and the data state, before trainer_state.json and the rename
+    --sleep-per-step=MS     sleep MS milliseconds after every step (a run slow enough to be killed
+                            or raced while it trains; the lock tests)
 
 Run as (PYTHONPATH=<repo>):
     python tests/pretrain_faults.py --kill-at-step=5 <pretrain.train args>
@@ -43,7 +45,20 @@ def kill_in_checkpoint(n: int) -> None:
     BlockLoader.save = patched
 
 
-FAULTS = {"--kill-at-step": kill_at_step, "--kill-in-checkpoint": kill_in_checkpoint}
+def sleep_per_step(ms: int) -> None:
+    import time
+
+    from pretrain import train
+    original = train.checkpoint_if_due
+
+    def patched(s):
+        original(s)
+        time.sleep(ms / 1000)
+    train.checkpoint_if_due = patched
+
+
+FAULTS = {"--kill-at-step": kill_at_step, "--kill-in-checkpoint": kill_in_checkpoint,
+          "--sleep-per-step": sleep_per_step}
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -8,6 +8,12 @@ padding, attention spans only the prefix and the question's row) or as a padded 
 attention kernels). The token sequence is exactly the no-reuse one: the
 full prompt is tokenised, and a question whose tokens do not start with the prefix's tokens (a BPE
 merge across the boundary) runs without the cache. `prefix_cache=False` gives the plain path (tested equal).
+
+A model whose FFN mixes positions (soft_moe: its causal slot average is a running sum over the row)
+is scored without any of that: a KV cache carries attention state only, so a question on a cached
+prefix, several questions packed in one row, a left-padded row or cached generation would each feed
+that sum something else than the plain forward pass does. Such a model gets plain rows, one prompt
+per generate call without a cache (exact, slower; tests/stages/test_eval_hf_exact.py).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import copy
 import torch
 
 from core import models
+from core.compat import cache_keyword, output_cache
 from core.runs import RunError
 
 
@@ -102,6 +109,16 @@ def pack_rows(lengths: list[int], n_prefix: int, row_tokens: int = 0) -> list[li
     return best[1]
 
 
+# FFN modules whose output at a position depends on other positions of the row (not only on the
+# hidden state there), so no KV cache carries their state.
+POSITION_MIXING_FFNS = (models.CausalSoftMoE,)
+
+
+def position_local(model) -> bool:
+    """Whether every FFN of `model` is position-local (prefix reuse, packing and cached generation exact)."""
+    return not any(isinstance(m, POSITION_MIXING_FFNS) for m in model.modules())
+
+
 # Our name for transformers' SDPA attention plus the `sdpa_gqa` switch below (registered with
 # transformers' attention and mask registries under this new name; nothing existing is changed).
 SDPA_GQA = "zhllm_sdpa_gqa"
@@ -156,14 +173,15 @@ class HFBackend:
         base = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
         self._base = base if base is not None and base is not self.model else None
         self._head = self.model.get_output_embeddings()
-        # transformers 5.2x renamed `past_key_values` to `cache`; remote-code models keep the old name.
-        import inspect
-        params = inspect.signature((self._base or self.model).forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        # transformers 5.24 renamed `past_key_values` to `cache`; remote-code models keep the old name.
+        self._cache_kw = cache_keyword(self._base or self.model)
         # Packing several questions into one row needs a custom 4D boolean mask, which the SDPA
         # attention of standard transformers models honours (flash-attention kernels do not).
         attn = getattr(self.model.config, "_attn_implementation", None)
         self.packing = packing and attn == "sdpa" and self._base is not None and self._head is not None
+        self.position_local = position_local(self.model)
+        if not self.position_local:    # see the module docstring: exact, without reuse
+            self.prefix_cache = self.packing = False
         self._gqa = attn == "sdpa" and self.device == "cpu" and use_sdpa_gqa(self.model)
 
     # ---- logits -------------------------------------------------------------------------------------
@@ -188,8 +206,7 @@ class HFBackend:
             ids = self.bos + self.tokenizer.encode(prefix, add_special_tokens=False)
             with torch.inference_mode():
                 out = (self._base or self.model)(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
-            cache = getattr(out, "cache", None)
-            self._prefix = (prefix, ids, cache if cache is not None else out.past_key_values)
+            self._prefix = (prefix, ids, output_cache(out))
         return self._prefix[1], self._prefix[2]
 
     def _cache_for(self, cache, rows: int):
@@ -286,14 +303,17 @@ class HFBackend:
         tok = self.tokenizer
         eos = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
         texts: list[str] = []
-        for s in range(0, len(prompts), self.batch_size):
-            chunk = prompts[s:s + self.batch_size]
+        # A position-mixing FFN: one prompt per call (no pads in its running sum), no cache (each
+        # step recomputes the row, as the plain forward pass does).
+        step = self.batch_size if self.position_local else 1
+        for s in range(0, len(prompts), step):
+            chunk = prompts[s:s + step]
             # Left padding: generation continues from the right edge of every row.
             enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left",
                       add_special_tokens=False).to(self.device)
             gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                       eos_token_id=eos or None, pad_token_id=tok.pad_token_id,
-                                      temperature=None, top_p=None, top_k=None)
+                                      temperature=None, top_p=None, top_k=None, use_cache=self.position_local)
             new = gen[:, enc["input_ids"].shape[1]:]
             texts += tok.batch_decode(new, skip_special_tokens=True)
         return texts

@@ -60,7 +60,7 @@ def test_prefix_reuse_equals_no_reuse(tiny_model_dir):
     be = HFBackend(tiny_model_dir, batch_size=3)
     assert be.packing                       # SDPA model: questions packed into one row
     assert be.pack_row_tokens == 0          # the default: the row length is chosen per batch
-    for subject in ("geography", "arithmetic"):
+    for subject in ("towns", "arithmetic"):
         qs = [q for q in bench.questions if q.subject == subject][:7]
         prompts = [build_prompt(proto, bench.spec, bench.subjects, q, bench.shots[subject]) for q in qs]
         be.prefix_cache = False
@@ -104,8 +104,8 @@ def test_gqa_packing_mutates_nothing_shared(tiny_model_dir, monkeypatch, request
     assert be._gqa and be.packing and be.model.config.num_key_value_heads < be.model.config.num_attention_heads
     bench = load_benchmark("demo")
     proto = get_protocol("base-5shot-logits")
-    qs = [q for q in bench.questions if q.subject == "geography"][:5]
-    prompts = [build_prompt(proto, bench.spec, bench.subjects, q, bench.shots["geography"]) for q in qs]
+    qs = [q for q in bench.questions if q.subject == "towns"][:5]
+    prompts = [build_prompt(proto, bench.spec, bench.subjects, q, bench.shots["towns"]) for q in qs]
     packed = be.score_subject(prompts[0].prefix, [p.suffix for p in prompts])
     n_layers = be.model.config.num_hidden_layers
     assert calls.count(True) == n_layers           # one packed forward, every layer through SDPA's GQA
@@ -244,8 +244,9 @@ def test_compare_and_ablation(tiny_model_dir, tiny_tokenizer, tmp_path, capsys):
     from eval.ablation import AblationConfig, run_ablation
     from eval.compare import main as compare_main
     be = CannedBackend(tiny_tokenizer, ["答案是A", "B", "答案：C", "D"])
+    # max_len: the tiny model's 512 positions leave no room for CoT's 512 new tokens (a config error)
     a = AblationConfig(bench=load_spec("demo"), model=str(tiny_model_dir), out_dir=str(tmp_path), limit=3,
-                       protocols=["chat-0shot-gen", "chat-0shot-cot"], bootstrap_samples=100)
+                       protocols=["chat-0shot-gen", "chat-0shot-cot"], bootstrap_samples=100, max_len=2048)
     doc = run_ablation(a, backend=be, quiet=True)
     assert [r["protocol"] for r in doc["rows"]] == ["chat-0shot-gen", "chat-0shot-cot"]
     assert "vs_first" in doc["rows"][1] and (tmp_path / "demo.ablation.md").read_text().count("| chat-0shot") == 2

@@ -61,6 +61,7 @@ def test_two_process_fsdp_trains_is_killed_and_resumes(data_dir, tmp_path):
     assert killed.returncode != 0, killed.stdout[-2000:]
     run = tmp_path / "pretrain" / "fsdp2"
     ck = ckpt_lib.latest(run / "checkpoints")
+    assert ck is not None, f"no complete checkpoint after the kill at step 5:\n{killed.stderr[-3000:]}"
     assert ck.name == "step_000003" and sorted(p.name for p in ck.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     resumed = _torchrun(2, args + ["resume=auto"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]

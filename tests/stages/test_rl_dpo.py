@@ -100,7 +100,7 @@ def test_llamafactory_config_generation(tmp_path, tiny_sft_run):
         write_inputs(cfg2, tmp_path, tiny_sft_run / "model", data.rows, 1, {"bf16": False, "use_cpu": True})
 
 
-@pytest.mark.slow
+@pytest.mark.backends
 def test_dpo_llamafactory_backend_runs(tmp_path, tiny_sft_run):
     from rl.llamafactory_dpo import LF_CLI
     if not LF_CLI.is_file():

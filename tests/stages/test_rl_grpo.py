@@ -12,9 +12,19 @@ from core.runs import require_finished
 
 def test_grpo_two_steps(tmp_path, tiny_sft_run):
     from rl.grpo import main
-    out = main(["rl/recipes/demo_grpo.yaml", f"init_from={tiny_sft_run}", f"run.root={tmp_path}", "run.name=t",
+    # init_from names the parent's model/ folder: resolved as the run, recorded as the parent (issue 17).
+    # Two verbatim copies of demo-bench dev rows, the way scraped exam data holds them.
+    import csv
+    with open("eval/benchmarks/demo_bench/dev/people_dev.csv", encoding="utf-8") as f:
+        dev = list(csv.DictReader(f))[:2]
+    copies = tmp_path / "copies.jsonl"
+    copies.write_text("".join(json.dumps({k: r[k] for k in ("question", "A", "B", "C", "D", "answer")},
+                                         ensure_ascii=False) + "\n" for r in dev), encoding="utf-8")
+    out = main(["rl/recipes/demo_grpo.yaml", f"init_from={tiny_sft_run / 'model'}", f"run.root={tmp_path}", "run.name=t",
+                f"prompts.mcq_files=[data_recipes/demo/grpo/train_mcq.jsonl,{copies}]", "prompts.heldout_mcq_files=[]",
                 "prompts.arithmetic_n=6", "train.max_steps=2", "train.prompts_per_step=2",
                 "grpo.num_generations=2", "grpo.max_completion_len_tokens=6", "train.log_every_steps=1",
+                "grpo.rewards=[mcq_correct,numeric_answer,answer_format]", "grpo.reward_weights=[1.0,1.0,0.5]",
                 "optim.lr=1e-3"])
     manifest = require_finished(out, stage="grpo")
     assert manifest["parent"] == str(tiny_sft_run) and manifest["steps"] == 2
@@ -27,11 +37,12 @@ def test_grpo_two_steps(tmp_path, tiny_sft_run):
         assert 0 < r["completion_len"] <= 6 and r["kl"] >= 0
     # Each logged batch held mcq or arithmetic prompts, so at least one task reward was computed.
     assert any("reward/mcq_correct" in r or "reward/numeric_answer" in r for r in rows)
-    # The two demo exam questions copied from the demo benchmark are dropped, dev rows are not checked.
+    # The two copies of demo-bench questions are dropped, dev rows are not checked.
     decon = json.loads((out / "decontamination.json").read_text())
-    assert decon["n_checked"] == 22 and decon["n_dropped"] == 2
+    assert decon["n_checked"] == 269 + 2 and decon["n_dropped"] == 2
     report = json.loads((out / "data_report.json").read_text())
-    assert report["per_source"]["demo_dev"] == 20 and report["per_source"]["exam_alpaca"] == 20
+    assert report["per_source"]["demo_dev"] == 20 and report["per_source"]["train_mcq"] == 269
+    assert "copies" not in report["per_source"]
     from transformers import AutoModelForCausalLM
     AutoModelForCausalLM.from_pretrained(out / "model")
     assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "generation_config.json").is_file()

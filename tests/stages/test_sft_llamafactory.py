@@ -1,5 +1,5 @@
 """The llamafactory backend: its train YAML and dataset_info.json (always), and a real 1-step packed LoRA run
-through `.venv-llamafactory/bin/llamafactory-cli` (slow; skipped when that venv is absent)."""
+through `.venv-llamafactory/bin/llamafactory-cli` (marker `backends`: `make test-backends`; skipped when that venv is absent)."""
 import json
 import subprocess
 
@@ -49,7 +49,7 @@ def test_train_yaml_and_dataset_info(tmp_path, tiny_tokenizer, tiny_model_dir):
     assert p["packing"] is True and p["neat_packing"] is True
 
 
-@pytest.mark.slow
+@pytest.mark.backends
 def test_real_llamafactory_lora_one_step(tmp_path, tiny_run_dir, tiny_model_dir):
     if not LF_CLI.is_file():
         pytest.skip(f"{LF_CLI} absent: run `make setup-llamafactory` to enable this test")

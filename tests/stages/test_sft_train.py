@@ -25,7 +25,7 @@ def _weights(model_dir):
 
 
 def test_full_sft_run_folder_manifest_and_learning(tmp_path, tiny_run_dir):
-    run = _sft(tmp_path, tiny_run_dir, "train.max_steps=3")
+    run = _sft(tmp_path, tiny_run_dir, "train.max_steps=3", "optim.lr=null")   # the demo recipe sets one
     m = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     assert m["stage"] == "sft" and m["parent"] == str(tiny_run_dir) and m["backend"] == "trl"
     assert m["finetuning"] == "full" and m["steps"] == 3 and m["tokens_seen"] > 0
@@ -56,10 +56,12 @@ def test_full_sft_run_folder_manifest_and_learning(tmp_path, tiny_run_dir):
 def test_lora_merge_equals_adapter_logits(tmp_path, tiny_run_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-    run = _sft(tmp_path, tiny_run_dir, "train.max_steps=2", "lora.enabled=true", "lora.r=4", "lora.alpha=8",
-               "optim.lr=5e-2")
+    # INIT named by its model/ folder: resolved as the run, which is recorded as the parent (issue 17).
+    run = _sft(tmp_path, tiny_run_dir / "model", "train.max_steps=2", "lora.enabled=true", "lora.r=4",
+               "lora.alpha=8", "optim.lr=5e-2")
     m = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     assert m["finetuning"] == "lora" and m["trainable_params"] < m["params"] / 2
+    assert m["parent"] == str(tiny_run_dir)
     assert (run / "adapter" / "adapter_config.json").is_file()
     ids = torch.tensor([[1, 40, 41, 42, 43, 44, 2, 3, 45, 46]])
     base = AutoModelForCausalLM.from_pretrained(tiny_run_dir / "model").eval()

@@ -72,7 +72,7 @@ def test_bad_files_name_file_and_line(tmp_path, body, msg):
 
 def test_builtin_demo_benchmark():
     b = load_benchmark("demo")
-    assert b.subset == "builtin" and len(b.subjects) == 4 and len(b.questions) == 72
+    assert b.subset == "builtin" and len(b.subjects) == 4 and len(b.questions) == 289
     assert all(len(v) == 5 for v in b.shots.values())
 
 

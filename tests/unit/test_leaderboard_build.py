@@ -190,7 +190,10 @@ def test_report_card_from_a_synthetic_lineage(tmp_path):
     header = next(line for line in report.splitlines() if line.startswith("| |"))
     assert header == "| | BASE | SFT | DPO | GRPO |"
     score_line = next(line for line in report.splitlines() if line.startswith("| C-Eval"))
-    assert "30.00 [28.0, 32.0] | 36.00 [34.0, 38.0] | 38.00 [36.0, 40.0] | —" in score_line
+    # Each stage's score is followed by its delta against the parent; these synthetic results have no
+    # predictions files, so the delta is shown without a paired test.
+    assert ("30.00 [28.0, 32.0] | 36.00 [34.0, 38.0] · +6.0 vs parent (no paired test) | "
+            "38.00 [36.0, 40.0] · +2.0 vs parent (no paired test) | —") in score_line
     cost_line = next(line for line in report.splitlines() if line.startswith("| est. cost"))
     # 2 h, 0.5 h and 0.25 h on 8 GPUs at 3.0 USD per GPU-hour (the override).
     assert "48.00 @ 3.0/h | 12.00 @ 3.0/h | 6.00 @ 3.0/h | —" in cost_line

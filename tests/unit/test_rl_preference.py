@@ -55,8 +55,8 @@ def test_json_array_rows_keep_their_line_numbers(tmp_path):
     rows = [{"prompt": "问一", "chosen": "甲", "rejected": "乙"}, {"prompt": "问二", "chosen": "同", "rejected": "同"}]
     f = tmp_path / "prefs.json"
     f.write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
-    assert [w for w, _ in read_records(f)] == [f"{f}:2", f"{f}:7"]
-    with pytest.raises(PreferenceDataError, match=rf"{f}:7: 'chosen' and 'rejected' are identical"):
+    assert [w for w, _ in read_records(f)] == [f"{f}:2: row 0", f"{f}:7: row 1"]
+    with pytest.raises(PreferenceDataError, match=rf"{f}:7: row 1: 'chosen' and 'rejected' are identical"):
         load_sources([{"path": str(f)}])
 
 

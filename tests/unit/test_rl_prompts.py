@@ -63,10 +63,10 @@ def test_bench_dev_rows_only_never_the_scored_split():
 
 
 def test_build_prompts_mixes_and_shuffles():
-    rows = build_prompts(["data_recipes/demo/sft/exam_alpaca.jsonl"], ["demo"], arithmetic_n=10, seed=1)
+    rows = build_prompts(["data_recipes/demo/grpo/train_mcq.jsonl"], ["demo"], arithmetic_n=10, seed=1)
     tasks = {r["task"] for r in rows}
     assert tasks == {"mcq", "arith"}
-    assert len(rows) == 22 + 20 + 10
+    assert len(rows) == 269 + 20 + 10   # the demo's GRPO training MCQs, its dev rows, generated problems
     assert len({r["source"] for r in rows[:10]}) > 1       # shuffled: a short run sees every source
     with pytest.raises(PromptDataError, match="not found"):
         build_prompts(["nope.jsonl"], [], 0)

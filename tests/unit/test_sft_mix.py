@@ -76,7 +76,7 @@ def test_bad_rows_counted_with_file_and_line(tmp_path):
     b_text = (tmp_path / "b.json").read_text(encoding="utf-8").splitlines()
     bad_line = next(i for i, l in enumerate(b_text, 1) if "先答" in l)
     b_line = max(i for i, l in enumerate(b_text[:bad_line], 1) if l == " {")   # where that record opens
-    assert {"a.jsonl:2", "a.jsonl:9", f"b.json:{b_line}"} == wheres
+    assert {"a.jsonl:2", "a.jsonl:9", f"b.json:{b_line}: row 4"} == wheres   # the 5th element of the array
 
 
 def test_too_long_needs_tokenizer_and_is_reported(tmp_path, tiny_tokenizer):

@@ -85,12 +85,14 @@ def test_labels_equal_trl_assistant_only_loss(tmp_path, tiny_tokenizer, tiny_mod
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
+
+    from core.compat import checkpointing_argument
     convs = [[{"role": "user", "content": "广东省的省会是哪里？"}, {"role": "assistant", "content": "广州。"}],
              [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "我是知微。"},
               {"role": "user", "content": "谁做了你？"}, {"role": "assistant", "content": "测试组。"}]]
     args = SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, use_cpu=True, report_to="none",
                      max_length=128, dataset_num_proc=None, shuffle_dataset=False,
-                     activation_checkpointing=False)
+                     **checkpointing_argument(SFTConfig, False))
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
                          train_dataset=Dataset.from_list([{"messages": c} for c in convs]),
                          processing_class=tiny_tokenizer)

@@ -1,0 +1,381 @@
+"""eval.run scoring and resume against values computed by hand: a fake backend whose letter scores
+are a hash of the prompt it is handed (so every prediction depends on the exact prompt text), the
+demo benchmark's prompts built independently, the result's figures recomputed from the gold
+answers, and resumed predictions checked against the current prompts (closes mutmut survivors of
+eval/run.py's scoring and resume; the equivalent ones are in tests/mutation_equivalent.md)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+import mut_support
+from core.benchmarks import load_benchmark, load_spec
+from core.runs import RunError
+from eval.extract import extract_choice
+from eval.metrics import bootstrap_ci
+from eval.protocols import build_prompt, get_protocol
+from eval.run import EvalConfig, evaluate, model_key, read_predictions, select_questions
+
+PROTO = "base-5shot-logits"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return mut_support.load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return mut_support.model_dir()
+
+
+def letter_scores(text: str) -> list[float]:
+    h = hashlib.sha256(text.encode("utf-8")).digest()
+    return [h[i] / 255 for i in range(4)]
+
+
+class Fake:
+    name = "hf"
+
+    def __init__(self, tok, crash_after: int | None = None):
+        self.tokenizer, self.crash_after, self.calls, self.scored = tok, crash_after, [], 0
+
+    def score_subject(self, prefix, suffixes):
+        if self.crash_after is not None and len(self.calls) >= self.crash_after:
+            raise RuntimeError("crash")
+        self.calls.append(len(suffixes))
+        self.scored += len(suffixes)
+        return [letter_scores(prefix + s) for s in suffixes]
+
+    def num_params(self):
+        return 4321
+
+
+class WholeRun(Fake):
+    whole_run = True
+
+    def score_many(self, pairs):
+        self.calls.append(len(pairs))
+        self.scored += len(pairs)
+        return [letter_scores(p + s) for p, s in pairs]
+
+
+def cfg(model_dir, out, **kw):
+    kw = {"bootstrap_samples": 50, "max_len": 100_000, **kw}
+    return EvalConfig(bench=load_spec("demo"), model=str(model_dir), protocol=kw.pop("protocol", PROTO),
+                      out_dir=str(out), **kw)
+
+
+def expected(tok, limit: int, protocol: str = PROTO) -> dict:
+    """{id: (question, prompt)} of the first `limit` questions of each subject, prompts built directly."""
+    bench, proto = load_benchmark("demo"), get_protocol(protocol)
+    seen, out = {}, {}
+    for q in bench.questions:
+        seen[q.subject] = seen.get(q.subject, 0) + 1
+        if seen[q.subject] <= limit:
+            out[q.id] = (q, build_prompt(proto, bench.spec, bench.subjects, q, bench.shots.get(q.subject, []),
+                                         tokenizer=tok))
+    return out
+
+
+def pred_path(out):
+    return out / f"demo.{PROTO}.predictions.jsonl"
+
+
+def test_result_and_predictions_equal_a_computation_by_hand(model_dir, tok, tmp_path):
+    be = Fake(tok)
+    r = evaluate(cfg(model_dir, tmp_path, limit=7, batch_size=1), backend=be, quiet=True)
+    want = expected(tok, 7)
+    lines = [json.loads(x) for x in pred_path(tmp_path).read_text(encoding="utf-8").splitlines()]
+    assert [x["id"] for x in lines] == list(want)          # subject by subject, in benchmark order
+    correct, subjects = [], []
+    for x in lines:
+        q, p = want[x["id"]]
+        sc = letter_scores(p.prefix + p.suffix)
+        pred = "ABCD"[max(range(4), key=lambda i: sc[i])]
+        assert (x["subject"], x["gold"], x["pred"], x["correct"], x["scores"], x["prompt_sha256"], x["shots"],
+                x["fit"], x["fallback"]) == (q.subject, q.answer, pred, pred == q.answer, [round(v, 5) for v in sc],
+                                              p.sha256, 5, "fits", None)
+        assert x["model_key"] == model_key(r["model"], "hf") and x["protocol"] == f"{PROTO}@{get_protocol(PROTO).version}"
+        correct.append(pred == q.answer)
+        subjects.append(q.subject)
+    assert len({x["pred"] for x in lines}) >= 3 and 0 < sum(correct) < len(correct)
+    assert be.calls == [4, 3] * 4                          # 4 * batch_size questions per call, per subject
+    assert r["n_questions"] == 28 and r["n_subjects"] == 4 and r["acc_micro"] == pytest.approx(sum(correct) / 28)
+    for s in set(subjects):
+        got = [c for c, t in zip(correct, subjects) if t == s]
+        assert r["per_subject"][s]["acc"] == pytest.approx(sum(got) / len(got)) and r["per_subject"][s]["n"] == 7
+    assert r["ci95"] == bootstrap_ci(correct, subjects, 50, 1234)
+    assert (r["n_unparsed"], r["n_fallback"], r["partial"], r["limit_per_subject"], r["backend"]) == (0, 0, True, 7, "hf")
+    assert r["predictions"] == pred_path(tmp_path).name and r["model"]["params"] > 0
+
+
+def test_resume_scores_exactly_what_changed(model_dir, tok, tmp_path):
+    c = cfg(model_dir, tmp_path, limit=3)
+    first = evaluate(c, backend=Fake(tok), quiet=True)
+    again = Fake(tok)
+    assert evaluate(c, backend=again, quiet=True)["acc_micro"] == first["acc_micro"] and again.scored == 0
+    # two lines written for other prompts (a changed template, fewer shots ...) and a torn last line
+    p = pred_path(tmp_path)
+    lines = p.read_text(encoding="utf-8").splitlines()
+    stale = [json.loads(lines[i])["id"] for i in (1, 7)]
+    for i in (1, 7):
+        rec = json.loads(lines[i])
+        rec["prompt_sha256"], rec["pred"] = "0" * 64, "Z"
+        lines[i] = json.dumps(rec, ensure_ascii=False)
+    p.write_text("\n".join(lines) + '\n{"id": "torn', encoding="utf-8")
+    redo = Fake(tok)
+    r = evaluate(c, backend=redo, quiet=True)
+    assert redo.scored == 2 and r["acc_micro"] == first["acc_micro"] and r["per_subject"] == first["per_subject"]
+    want = expected(tok, 3)
+    done = read_predictions(p, f"{PROTO}@{get_protocol(PROTO).version}", model_key(r["model"], "hf"))
+    assert set(done) == set(want) and all(done[i]["prompt_sha256"] == want[i][1].sha256 for i in want)
+    assert all(done[i]["pred"] != "Z" for i in stale) and p.read_bytes().endswith(b"\n")
+    # resume=false starts over; a crash leaves no result file behind, even a stale one
+    fresh = Fake(tok)
+    evaluate(cfg(model_dir, tmp_path, limit=3, resume=False), backend=fresh, quiet=True)
+    assert fresh.scored == 12 and len(p.read_text().splitlines()) == 12
+    p.write_text("\n".join(p.read_text().splitlines()[:5]) + "\n", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="crash"):
+        evaluate(c, backend=Fake(tok, crash_after=1), quiet=True)
+    assert not (tmp_path / f"demo.{PROTO}.json").exists()
+    assert len(p.read_text().splitlines()) == 5 + 1       # the one finished call's line was kept
+
+
+def test_predictions_of_another_model_or_backend(model_dir, tok, tmp_path):
+    c = cfg(model_dir, tmp_path, limit=2)
+    r = evaluate(c, backend=Fake(tok), quiet=True)
+    p, key = pred_path(tmp_path), model_key(r["model"], "hf")
+    tag = f"{PROTO}@{get_protocol(PROTO).version}"
+    lines = p.read_text(encoding="utf-8").splitlines()
+    legacy = json.loads(lines[0])
+    legacy["model_key"] = key.partition(":")[2]            # written before the key named the backend
+    p.write_text("\n".join([json.dumps(legacy)] + lines[1:]) + "\n\n", encoding="utf-8")
+    assert set(read_predictions(p, tag, key)) == {json.loads(x)["id"] for x in lines[1:]}
+    assert len(p.read_text().splitlines()) == len(lines) - 1       # the legacy line left the file
+    redo = Fake(tok)
+    evaluate(c, backend=redo, quiet=True)
+    assert redo.scored == 1
+    other = json.loads(lines[2])
+    other["model_key"] = "vllm:" + key.partition(":")[2]
+    with open(p, "a", encoding="utf-8") as f:
+        f.write(json.dumps(other) + "\n")
+    n = len(p.read_text().splitlines())
+    with pytest.raises(RunError) as e:
+        read_predictions(p, tag, key)
+    assert str(e.value) == (f"{p}:{n}: written for protocol {tag} / another model or backend (key "
+                            f"{other['model_key']!r}, this run's {key!r}); delete it or pass resume=false")
+    with pytest.raises(RunError) as e:
+        read_predictions(p, "other@1", key)
+    assert str(e.value).startswith(f"{p}:1: written for protocol {tag} / another")
+    p.write_text(lines[0] + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(RunError) as e:
+        read_predictions(p, tag, key)
+    assert str(e.value) == f"{p}:2: not valid JSON; delete the file or pass resume=false"
+    assert read_predictions(tmp_path / "none.jsonl", tag, key) == {}
+
+
+def test_whole_run_backend_and_generation(model_dir, tok, tmp_path):
+    be = WholeRun(tok)
+    r = evaluate(cfg(model_dir, tmp_path / "w", limit=2, batch_size=1), backend=be, quiet=True)
+    assert be.calls == [8]                                  # one call for the whole run
+    ref = evaluate(cfg(model_dir, tmp_path / "s", limit=2), backend=Fake(tok), quiet=True)
+    assert r["acc_micro"] == ref["acc_micro"] and r["per_subject"] == ref["per_subject"]
+
+    class Gen(Fake):
+        def generate(self, prompts, max_new_tokens):
+            self.calls.append(max_new_tokens)
+            return ["答案是B", "无法确定", "我选C。", "A"][:len(prompts)] * (len(prompts) // 4 + 1)
+    g = Gen(tok)
+    r = evaluate(cfg(model_dir, tmp_path / "g", limit=4, protocol="chat-0shot-gen", max_new_tokens=9),
+                 backend=g, quiet=True)
+    lines = [json.loads(x) for x in (tmp_path / "g" / "demo.chat-0shot-gen.predictions.jsonl").read_text().splitlines()]
+    assert set(g.calls) == {9}
+    assert [x["pred"] for x in lines] == [extract_choice(x["generated"]) for x in lines]
+    assert r["n_unparsed"] == sum(x["pred"] is None for x in lines) == 4
+    assert r["acc_micro"] == pytest.approx(sum(x["pred"] == x["gold"] for x in lines) / 16)
+
+
+def test_model_key_and_question_selection(model_dir, tmp_path):
+    import shutil
+    from core.runs import Run, RunOptions
+    from eval.run import describe_model
+    run = Run.create("pretrain", "tiny", RunOptions(root=str(tmp_path), name="r"))
+    shutil.copytree(model_dir, run.path / "model")
+    run.finish(steps=0, tokens_seen=0)
+    tiny_run_dir = run.path
+    _, rec = describe_model(str(model_dir))
+    size = (model_dir / "model.safetensors").stat().st_size
+    assert model_key(rec, "hf") == f"hf:{model_dir.resolve()}|model.safetensors:{size}"
+    _, run_rec = describe_model(str(tiny_run_dir))
+    assert model_key(run_rec, "vllm") == "vllm:" + run_rec["manifest_sha256"][:16]
+    assert model_key({"path": "org/name", "manifest_sha256": None}, "hf") == "hf:org/name"
+    bench = load_benchmark("demo")
+    assert select_questions(bench, 0) == list(bench.questions)
+    two = select_questions(bench, 2)
+    assert [q.id for q in two] == [q.id for s in bench.subjects for q in [x for x in bench.questions
+                                                                           if x.subject == s][:2]]
+
+
+# ---- the result's remaining fields, the printed lines, and what evaluate hands on ----------------------
+def test_build_result_fields_from_the_lines(tok):
+    from core.config import to_dict
+    from core.results import subset_label
+    from core.runs import git_info
+    from eval.run import build_result
+    bench, proto = load_benchmark("demo"), get_protocol("steel-compat")
+    qs = select_questions(bench, 3)
+    done = {q.id: {"correct": i % 3 == 0, "pred": None if i % 4 == 1 else "A", "fallback": "random" if i % 5 == 2 else None}
+            for i, q in enumerate(qs)}
+    rec = {"name": "m", "path": "p", "run": None, "manifest_sha256": None, "params": 1}
+    for limit, subjects, partial in ((0, [], False), (1, [], True), (0, list(bench.subjects)[:1], True)):
+        c = EvalConfig(bench=load_spec("demo"), model="m", limit=limit, subjects=subjects, bootstrap_samples=20)
+        r = build_result(c, bench, proto, qs, done, rec, "hf", "x.jsonl", 1.23456)
+        assert (r["partial"], r["subset"]) == (partial, subset_label(bench.subset, partial))
+    assert r["n_unparsed"] == sum(i % 4 == 1 for i in range(len(qs))) and r["n_fallback"] == sum(i % 5 == 2 for i in range(len(qs)))
+    assert all(r["per_subject"][s]["category"] == bench.subjects[s][2] for s in r["per_subject"])
+    assert r["protocol"] == {**proto.record(), "shots": 0} and r["git_sha"] == git_info().get("git_sha")
+    assert (r["notes"], r["elapsed_s"], r["backend"], r["predictions"]) == (bench.notes, 1.23, "hf", "x.jsonl")
+    assert r["config"] == {k: v for k, v in to_dict(c).items() if k not in ("bench", "run")} and "limit" in r["config"]
+    assert "bench" not in r["config"] and "run" not in r["config"]
+
+
+def test_printed_lines_and_the_context_warning(model_dir, tok, tmp_path, capsys):
+    from eval.context import context_line, context_warning
+    from eval.run import summary
+    c = cfg(model_dir, tmp_path, limit=2)
+    r = evaluate(c, backend=Fake(tok))                    # quiet=False by default
+    bench, tag = load_benchmark("demo"), f"{PROTO}@{get_protocol(PROTO).version}"
+    result_path = tmp_path / f"demo.{PROTO}.json"
+    head = [f"eval demo v{bench.spec.version} | protocol {tag} | model {model_dir} | 8 questions, 4 subjects | out {tmp_path}",
+            *[f"  note: {n}" for n in bench.notes], f"  {context_line(r['context'])}"]
+    out = capsys.readouterr()
+    assert out.out.splitlines() == head + ["  0 answered before (resumed), 8 to go", *summary(r).splitlines(),
+                                           f"wrote {result_path}"] and out.err == ""
+    assert json.loads(result_path.read_text(encoding="utf-8")) == json.loads(json.dumps(r))
+    p = pred_path(tmp_path)
+    p.write_text("\n".join(p.read_text(encoding="utf-8").splitlines()[:5]) + "\n", encoding="utf-8")
+    evaluate(c, backend=Fake(tok))
+    assert "  5 answered before (resumed), 3 to go" in capsys.readouterr().out.splitlines()
+    # prompts over max_len: the warning goes to stderr, unless quiet
+    small = cfg(model_dir, tmp_path / "s", limit=1, max_len=260)
+    r = evaluate(small, backend=Fake(tok))
+    out = capsys.readouterr()
+    assert r["context"]["shots_reduced"] + r["context"]["left_truncated"] > 0
+    assert out.err == context_warning(r["context"]) + "\n" and r["context"]["max_len"] == 260
+    evaluate(small, backend=Fake(tok), quiet=True)
+    assert capsys.readouterr() == ("", "")
+    steel = evaluate(cfg(model_dir, tmp_path / "l", limit=1, protocol="steel-compat"), backend=Gen(tok))
+    assert f"  {get_protocol('steel-compat').label}" in capsys.readouterr().out.splitlines() and steel["n_questions"] == 4
+
+
+class Gen(Fake):
+    replies = ["答案是B", "无法确定", "我选C。", "A"]
+
+    def generate(self, prompts, max_new_tokens):
+        self.calls.append(max_new_tokens)
+        return [self.replies[i % 4] for i in range(len(prompts))]
+
+
+def test_steel_compat_lines_follow_parse_answer_with_the_seed(model_dir, tok, tmp_path):
+    import dataclasses
+    from eval.protocols import parse_answer
+    spec = dataclasses.replace(load_spec("demo"), steel_extractor="cmmlu")   # CMMLU's chain: a seeded random fallback
+    bench, proto = load_benchmark(spec), get_protocol("steel-compat")
+    c = EvalConfig(bench=spec, model=str(model_dir), protocol="steel-compat", out_dir=str(tmp_path), limit=6, seed=7,
+                   bootstrap_samples=20, max_len=100_000)
+    r = evaluate(c, backend=Gen(tok), quiet=True)
+    lines = [json.loads(x) for x in (tmp_path / "demo.steel-compat.predictions.jsonl").read_text().splitlines()]
+    byid = {q.id: q for q in bench.questions}
+    want = [parse_answer(proto, spec, byid[x["id"]], x["generated"], 7) for x in lines]
+    assert [(x["pred"], x["fallback"]) for x in lines] == want
+    assert r["n_fallback"] == sum(fb is not None for _, fb in want) >= 6
+    assert len({x["pred"] for x in lines if x["fallback"]}) >= 2     # random picks: a wrong seed shows
+
+
+def test_backend_made_from_the_config_and_its_tokenizer_and_params(model_dir, tok, tmp_path, monkeypatch):
+    import shutil
+    import eval.backends
+    made = []
+
+    def make_backend(name, path, **kw):
+        made.append((name, path, kw))
+        return Fake(tok)
+    monkeypatch.setattr(eval.backends, "make_backend", make_backend)
+    c = cfg(model_dir, tmp_path / "a" / "b" / "c", limit=1, batch_size=3, device="cpu", dtype="float32",
+            prefix_cache=False, seed=9, max_len=0)
+    r = evaluate(c, quiet=True)
+    assert made == [("hf", model_dir, {"device": "cpu", "dtype": "float32", "batch_size": 3, "prefix_cache": False,
+                                       "seed": 9, "max_len": 512})]      # the tiny model's max_position_embeddings
+    assert r["context"]["max_len"] == 512 and r["model"]["params"] > 4321
+    # a folder without safetensors: the backend counts the parameters; a backend without a tokenizer:
+    # the model folder's is used, a backend's own tokenizer is the one that counts the prompt tokens
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare, ignore=shutil.ignore_patterns("*.safetensors"))
+    (bare / "pytorch_model.bin").write_bytes(b"")             # weights the header reader cannot count
+    be, del_tok = Fake(tok), Fake(tok)
+    del_tok.tokenizer = None
+    r = evaluate(cfg(bare, tmp_path / "n", limit=1), backend=del_tok, quiet=True)
+    assert r["model"]["params"] == 4321 and r["n_questions"] == 4
+
+    class Counting:
+        def __init__(self, t):
+            self.t, self.n = t, 0
+
+        def __getattr__(self, name):
+            return getattr(self.t, name)
+
+        def encode(self, *a, **kw):
+            self.n += 1
+            return self.t.encode(*a, **kw)
+    be.tokenizer = Counting(tok)
+    evaluate(cfg(model_dir, tmp_path / "t", limit=1), backend=be, quiet=True)
+    assert be.tokenizer.n >= 4
+    lines = [json.loads(x) for x in (tmp_path / "t" / pred_path(tmp_path).name).read_text().splitlines()]
+    want = expected(tok, 1)
+    assert [x["prompt_tokens"] for x in lines] == [len(tok.encode(want[x["id"]][1].text, add_special_tokens=False))
+                                                   for x in lines]
+
+
+def test_data_dir_subjects_backend_name_and_output_folder(model_dir, tok, tmp_path):
+    from core.runs import RunOptions
+    from eval.run import model_slug
+    root = load_spec("demo").builtin_dir
+    subj = list(load_benchmark("demo").subjects)[1]
+    be = Fake(tok)
+    be.name = "vllm"
+    c = EvalConfig(bench=load_spec("demo"), model=str(model_dir), data_dir=str(mut_support.REPO / root), subjects=[subj],
+                   limit=2, bootstrap_samples=20, max_len=100_000, run=RunOptions(root=str(tmp_path)))
+    r = evaluate(c, backend=be, quiet=True)
+    out = tmp_path / "eval" / model_slug(str(model_dir))
+    assert (out / f"demo.{PROTO}.json").is_file() and r["data_source"] == f"local:{mut_support.REPO / root}"
+    assert list(r["per_subject"]) == [subj] and r["n_questions"] == 2 and r["backend"] == "vllm"
+    lines = [json.loads(x) for x in (out / f"demo.{PROTO}.predictions.jsonl").read_text().splitlines()]
+    assert {x["model_key"] for x in lines} == {model_key(r["model"], "vllm")}
+
+
+def test_zero_batch_size_scores_one_question_per_call(model_dir, tok, tmp_path):
+    be = Fake(tok)
+    evaluate(cfg(model_dir, tmp_path, limit=2, batch_size=0), backend=be, quiet=True)
+    assert be.calls == [1] * 8
+
+
+def test_questions_with_fewer_shots_are_scored_on_their_own_prefix(model_dir, tok, tmp_path):
+    bench, proto = load_benchmark("demo"), get_protocol(PROTO)
+    qs = select_questions(bench, 7)
+    by_sha = {}
+    for q in qs:
+        for k in range(6):
+            p = build_prompt(proto, bench.spec, bench.subjects, q, bench.shots[q.subject], tokenizer=tok, n_shots=k)
+            by_sha[p.sha256] = p
+    full = sorted(len(tok.encode(build_prompt(proto, bench.spec, bench.subjects, q, bench.shots[q.subject],
+                                                         tokenizer=tok).text, add_special_tokens=False)) for q in qs)
+    max_len = full[len(full) // 2] + 1                     # about half the questions keep 5 shots
+    evaluate(cfg(model_dir, tmp_path, limit=7, max_len=max_len), backend=Fake(tok), quiet=True)
+    lines = [json.loads(x) for x in pred_path(tmp_path).read_text(encoding="utf-8").splitlines()]
+    assert any(x["shots"] == 5 for x in lines) and any(0 < x["shots"] < 5 for x in lines)
+    for x in lines:
+        p = by_sha[x["prompt_sha256"]]
+        assert x["scores"] == [round(v, 5) for v in letter_scores(p.prefix + p.suffix)]
