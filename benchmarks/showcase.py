@@ -6,7 +6,7 @@ benchmarks/results/showcase.json, which the README quotes.
 
 Run as:
     .venv/bin/python benchmarks/showcase.py                     # make demo, seeds 0 1 2 (~10 min each)
-    .venv/bin/python benchmarks/showcase.py --target showcase   # the larger model (~30 min each)
+    .venv/bin/python benchmarks/showcase.py --target showcase   # every stage and check (~25-30 min each)
     .venv/bin/python benchmarks/showcase.py --seeds 3 --out /tmp/showcase.json
 """
 from __future__ import annotations
@@ -40,7 +40,8 @@ def run_seed(target: str, seed: int, name: str, log_dir: Path) -> dict:
     wall = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"error: make {target} (seed {seed}) failed with exit {proc.returncode}; see {log}")
-    effects = json.loads((ROOT / "runs" / "grpo" / name / "effects.json").read_text())
+    last = "grpo" if target == "showcase" else "dpo"      # demo.mk: the demo's lineage ends at DPO
+    effects = json.loads((ROOT / "runs" / last / name / "effects.json").read_text())
     return {"seed": seed, "run": name, "wall_s": round(wall, 1), "load_avg_at_start": round(load0, 2),
             "log": str(log), "effects": effects}
 
@@ -92,12 +93,17 @@ def main() -> None:
     for c in checks:
         print(f"{c['stage']:<9} {c['met']}/{c['seeds']} met  {c['check']}: "
               + " | ".join(s["detail"] for s in c["per_seed"]))
-    atomic_write_json(args.out, {
+    out = Path(args.out)      # one entry per target: a demo run keeps the showcase figures and back
+    record = json.loads(out.read_text()) if out.is_file() else {}
+    record = record if set(record) <= {"demo", "showcase"} else {}
+    record[args.target] = {
         "target": args.target, "seeds": args.seeds, "cpus": os.cpu_count(), "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
         "note": "each seed a whole `make " + args.target + "` run (setup excluded); wall_s depends on the "
                 "machine's load (load_avg_at_start); thresholds from leaderboard/effects.py",
         "checks": checks, "deltas": deltas(runs),
-        "runs": [{k: v for k, v in r.items() if k != "effects"} for r in runs]})
+        "runs": [{k: v for k, v in r.items() if k != "effects"} for r in runs]}
+    atomic_write_json(out, record)
     print(f"-> {args.out}")
 
 

@@ -92,6 +92,18 @@ class BuildConfig:
     shards: ShardOptions = field(default_factory=ShardOptions)
 
 
+def quarantine_files(q, empty: list, dup_files: list, policy: str) -> None:
+    """Quarantine rows (binary file `q`) for whole input files skipped before cleaning: empty ones
+    (with a warning) and byte-identical copies under `dedupe.duplicate_files`."""
+    for path in empty:
+        q.write(json.dumps({"input": path, "operator": "input:empty_file", "reason": f"{path}: empty file"},
+                           ensure_ascii=False).encode() + b"\n")
+        print(f"warning: {path}: empty file (skipped, listed in quarantine.jsonl)", file=sys.stderr)
+    for a, b in dup_files:
+        q.write(json.dumps({"input": a, "operator": "file_dedupe", "reason": f"byte-identical to {b} ({policy})"},
+                           ensure_ascii=False).encode() + b"\n")
+
+
 def validate(cfg: BuildConfig) -> Chain:
     if cfg.on_error not in ("quarantine", "fail"):
         raise ConfigError(f"on_error must be quarantine or fail, got {cfg.on_error!r}")
@@ -340,13 +352,7 @@ def build(cfg: BuildConfig, recipe: str | None, only: str | None = None) -> Path
         p1 = run_pass1(cfg, inputs, skip, tmp)
         timings = {"clean_dedupe_s": round(time.time() - t1, 2), **_cpu_since(c1, "clean_dedupe")}
         with open(tmp / "quarantine.jsonl", "ab") as q:
-            for path in empty:
-                q.write(json.dumps({"input": path, "operator": "input:empty_file", "reason": f"{path}: empty file"},
-                                   ensure_ascii=False).encode() + b"\n")
-                print(f"warning: {path}: empty file (skipped, listed in quarantine.jsonl)", file=sys.stderr)
-            for a, b in dup_files:
-                q.write(json.dumps({"input": a, "operator": "file_dedupe", "reason": f"byte-identical to {b} "
-                                    f"({cfg.dedupe.duplicate_files})"}, ensure_ascii=False).encode() + b"\n")
+            quarantine_files(q, empty, dup_files, cfg.dedupe.duplicate_files)
         if p1.kept == 0:
             why = ", ".join(f"{k} {v}" for k, v in (p1.drops + Counter({f"input:{k}": v for k, v in p1.errors.items()}))
                             .most_common()) or "no records read"

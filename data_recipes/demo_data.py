@@ -67,7 +67,7 @@ class Fact:
     question: str        # the benchmark / MCQ question ("{e}的家乡是____。")
     chat_q: str          # a free-form question
     chat_a: str          # its full-sentence answer
-    decl: str            # the fact as one declarative sentence ("{e}的家乡是{v}。"), restated in MCQ answers
+    decl: str            # the fact as one declarative sentence ("{e}的家乡是{v}。"), restated in the pretraining quiz answers
 
     def say(self, i: int) -> str:
         return self.statements[i % len(self.statements)].format(e=self.entity, v=self.value)
@@ -189,11 +189,18 @@ def options_block(row: dict) -> str:
 
 
 def mcq_answer(f: Fact) -> str:
-    """The answer we teach: the question's sentence with its blank filled. Copying the name from the
-    question and then going on as pretraining text did is how a small model recalls the value; the
-    reply quotes exactly one option's text, which eval.extract maps to its letter. Naming the letter
-    itself (symbol binding) is beyond a model this size in the demo's budget (README, measured)."""
+    """The quiz answer in the pretraining text: the question's sentence with its blank filled."""
     return f.decl
+
+
+def sft_answer(f: Fact) -> str:
+    """The reply SFT teaches, to free-form and multiple-choice questions alike: the value alone
+    ("哈尔滨。"), one option's text, which eval.extract maps to its letter. Restating the whole sentence
+    (`mcq_answer`) makes the model copy the entity's name first, and the demo model mostly cannot copy
+    a name it met only in pretraining (it writes a train entity's name instead): on the same base,
+    chat-0shot-gen 17.3% with the sentence vs 27.0% with the value (README, "The demo"). Naming the
+    letter itself (symbol binding) is beyond a model this size in the demo's budget."""
+    return f"{f.value}。"
 
 
 # ---- pretraining corpus --------------------------------------------------------------------------
@@ -385,7 +392,7 @@ def _mcq_chat(rng: random.Random, f: Fact) -> dict:
     row = mcq(rng, f)
     head = rng.choice(MCQ_INSTRUCTIONS).format(zh=BENCH_SUBJECTS[f.kind][1])
     user = (head + "\n\n" if head else "") + f"{row['question']}\n{options_block(row)}"
-    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": mcq_answer(f)}]}
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": sft_answer(f)}]}
 
 
 SFT_MCQ_COPIES = 2      # option orders per train fact
@@ -394,7 +401,7 @@ SFT_MCQ_COPIES = 2      # option orders per train fact
 def sft_rows(seed: int = 2) -> dict[str, list[dict]]:
     rng = random.Random(seed)
     train = post_training_facts()
-    chat = [{"messages": [{"role": "user", "content": f.chat_q}, {"role": "assistant", "content": f.chat_a}]}
+    chat = [{"messages": [{"role": "user", "content": f.chat_q}, {"role": "assistant", "content": sft_answer(f)}]}
             for f in train]
     chat += [_mcq_chat(rng, f) for f in train for _ in range(SFT_MCQ_COPIES)]
     rng.shuffle(chat)
@@ -402,20 +409,15 @@ def sft_rows(seed: int = 2) -> dict[str, list[dict]]:
     # benchmark dev rows (decontamination against all splits must drop them).
     bench = bench_items()
     planted = [bench["people"][0], bench["towns"][0]]
-    exam = [{"instruction": f"{r['question']}\n{options_block(r)}", "input": "", "output": mcq_answer(f)}
+    exam = [{"instruction": f"{r['question']}\n{options_block(r)}", "input": "", "output": sft_answer(f)}
             for f, r in planted + [(f, mcq(rng, f)) for f in rng.sample(train, 60)]]
     return {"chat.jsonl": chat, "exam_alpaca.jsonl": exam}
 
 
 def _pair(rng: random.Random, f: Fact) -> dict:
-    """A free-form question; chosen = the true fact, rejected = the same sentence with a wrong value."""
-    wrong = _distractors(rng, f)[0]
-    if f.kind == "arithmetic":
-        stem = f.chat_q.replace("等于多少？", "")
-        rejected = f"{stem}等于{zh_number(int(wrong))}。答案：{wrong}"
-    else:
-        rejected = f.chat_a.replace(f.value, wrong)
-    return {"prompt": f.chat_q, "chosen": f.chat_a, "rejected": rejected}
+    """A free-form question answered the way SFT taught (`sft_answer`): chosen = the true value,
+    rejected = a wrong one of the same kind."""
+    return {"prompt": f.chat_q, "chosen": sft_answer(f), "rejected": f"{_distractors(rng, f)[0]}。"}
 
 
 def dpo_rows(seed: int = 3) -> dict[str, list[dict]]:

@@ -35,7 +35,7 @@ from pathlib import Path
 from core.config import ConfigError, parse_args, recipe_name
 from core.errors import UserError, entrypoint
 from core.runs import Run, RunLock, atomic_write_json, tokenizer_hash
-from data_recipes.build import BuildConfig, _swap, check_cache, content_hash, validate
+from data_recipes.build import BuildConfig, _swap, check_cache, content_hash, quarantine_files, validate
 from data_recipes.build_report import operator_table, per_source, print_summary
 from data_recipes.scaleout_plan import all_units, number_lines, plan_tasks
 from data_recipes.scaleout_shards import plan_shards
@@ -215,13 +215,7 @@ def _quarantine(tmp: Path, work: Path, tasks: int, cfg: BuildConfig, empty, dup_
         for r in range(tasks):
             with open(work / "quarantine" / f"{r:05d}.jsonl", "rb") as f:
                 shutil.copyfileobj(f, q)
-        for path in empty:
-            q.write(json.dumps({"input": path, "operator": "input:empty_file", "reason": f"{path}: empty file"},
-                               ensure_ascii=False).encode() + b"\n")
-            print(f"warning: {path}: empty file (skipped, listed in quarantine.jsonl)", file=sys.stderr)
-        for a, b in dup_files:
-            q.write(json.dumps({"input": a, "operator": "file_dedupe", "reason": f"byte-identical to {b} "
-                                f"({cfg.dedupe.duplicate_files})"}, ensure_ascii=False).encode() + b"\n")
+        quarantine_files(q, empty, dup_files, cfg.dedupe.duplicate_files)
 
 
 def _no_survivors(tot: Totals, work: Path, tasks: int) -> DataError:

@@ -6,7 +6,7 @@ The model answers differently across questions (tests/vllm_support.py: a random 
 a model that answers "D" to everything could not tell a wrong position or swapped letters from a right one.
 The bars, from issue #12: logits protocols >= 99.5% identical letters and max |delta| of the A-D
 log-softmax <= 1e-3; chat-0shot-gen >= 95% identical greedy text and >= 99% identical extracted
-letters. With under 100 questions both letter bars mean every question. Each bar is shown to fail on a
+letters. On the 289 questions the logits bar allows one differing letter, the chat one two. Each bar is shown to fail on a
 vLLM side with a fault injected (tests/vllm_parity_driver.py): the letters scored one position
 early, or the letters permuted.
 """

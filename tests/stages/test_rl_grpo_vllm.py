@@ -45,7 +45,8 @@ def test_weight_sync_reaches_the_cpu_engine(policy_dirs):
 def test_grpo_colocated_vllm_on_cpu(policy_dirs, tmp_path):
     a, _ = policy_dirs
     proc = subprocess.run([str(VLLM_PY), "-m", "rl.grpo", "rl/recipes/demo_grpo.yaml", f"init_from={a}",
-                           f"run.root={tmp_path}", "generation.use_vllm=true", "train.max_steps=2"],
+                           f"run.root={tmp_path}", "generation.use_vllm=true", "train.max_steps=2",
+                           "train.log_every_steps=1"],
                           cwd=REPO, env=vllm_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = next((tmp_path / "grpo").iterdir())
