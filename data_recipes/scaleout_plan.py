@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from data_recipes.sources import Batch, DataError, Input, batches
+from data_recipes.sources import Batch, DataError, Input, batches, line_chunks
 
 LINE_FORMATS = ("jsonl",)
 
@@ -142,26 +142,16 @@ def count_line_ends(path: str, start: int, end: int, block: int = 8 << 20) -> in
 
 def _range_batches(inp: Input, u: Unit, batch_bytes: int) -> Iterator[Batch]:
     """`sources._line_batches` for one byte range: whole lines, numbered from `u.first`."""
-    line, offset, carry = u.first, u.start, b""
     with open(inp.path, "rb") as f:
         f.seek(u.start)
         left = u.end - u.start
-        while True:
+
+        def read() -> bytes:
+            nonlocal left
             block = f.read(min(batch_bytes, left)) if left > 0 else b""
             left -= len(block)
-            data = carry + block
-            if not block:
-                if data:
-                    yield Batch(inp.index, "lines", line, offset, data)
-                return
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:                 # one line longer than a block: keep reading
-                carry = data
-                continue
-            chunk, carry = data[:cut], data[cut:]
-            yield Batch(inp.index, "lines", line, offset, chunk)
-            line += chunk.count(b"\n")
-            offset += len(chunk)
+            return block
+        yield from line_chunks(inp, read, u.first, u.start)
 
 
 def _row_batches(inp: Input, u: Unit, batch_docs: int) -> Iterator[Batch]:

@@ -157,32 +157,39 @@ def _open_binary(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
+def line_chunks(inp: Input, read, line: int = 1, offset: int = 0) -> Iterator[Batch]:
+    """Batches of whole lines from the blocks `read()` returns (b"" at the end), numbered from
+    (line, offset); a line longer than a block is carried into the next. Also serves the
+    scale-out's byte ranges (data_recipes/scaleout_plan.py)."""
+    carry = b""
+    while True:
+        block = read()
+        data = carry + block
+        if not block:
+            if data:
+                yield Batch(inp.index, "lines", line, offset, data)
+            return
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:                 # one line longer than a block: keep reading
+            carry = data
+            continue
+        chunk, carry = data[:cut], data[cut:]
+        yield Batch(inp.index, "lines", line, offset, chunk)
+        line += chunk.count(b"\n")
+        offset += len(chunk)
+
+
 def _line_batches(inp: Input, batch_bytes: int, max_lines: int) -> Iterator[Batch]:
-    line, offset, carry = 1, 0, b""
     with _open_binary(inp.path) as f:
-        while True:
-            block = f.read(batch_bytes)
-            data = carry + block
-            if not block:
-                if data:
-                    yield Batch(inp.index, "lines", line, offset, data)
-                return
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:                 # one line longer than a block: keep reading
-                carry = data
-                continue
-            chunk, carry = data[:cut], data[cut:]
-            n = chunk.count(b"\n")
-            if max_lines and line - 1 + n >= max_lines:
-                keep = max_lines - (line - 1)
+        for b in line_chunks(inp, lambda: f.read(batch_bytes)):
+            n = b.data.count(b"\n")
+            if max_lines and b.first_line - 1 + n >= max_lines:
                 end = -1
-                for _ in range(keep):
-                    end = chunk.index(b"\n", end + 1)
-                yield Batch(inp.index, "lines", line, offset, chunk[:end + 1])
+                for _ in range(max_lines - (b.first_line - 1)):
+                    end = b.data.index(b"\n", end + 1)
+                yield Batch(inp.index, "lines", b.first_line, b.first_offset, b.data[:end + 1])
                 return
-            yield Batch(inp.index, "lines", line, offset, chunk)
-            line += n
-            offset += len(chunk)
+            yield b
 
 
 def _record_batches(inp: Input, rows: Iterator[tuple[str, object]], batch_docs: int, max_docs: int) -> Iterator[Batch]:
