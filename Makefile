@@ -1,5 +1,6 @@
 # zhllm-kit: every target installs what it needs through the setup stamp, so any target works first.
-#   make demo                      whole pipeline on the built-in corpus, CPU, a few minutes
+#   make demo                      whole pipeline on the built-in curriculum, CPU, ~10 minutes (demo.mk)
+#   make showcase                  the same with 1,600 pretraining steps, GRPO and both protocols, ~21 minutes
 #   make test                      pytest -m "not gpu and not slow and not backends"
 #   make test-backends             builds the optional envs (vLLM, LLaMA-Factory, OpenCompass, data extra), runs their tests
 # See README.md for the stage map and every variable.
