@@ -35,15 +35,20 @@ RESUME_MAY_CHANGE = ("resume", "add_data", "export", "logging.", "heldout.", "ru
 
 
 @contextlib.contextmanager
-def open_run(cfg, recipe: str, rank: int, world: int):
+def open_run(cfg, recipe: str, rank: int, world: int, check=None):
     """`with open_run(...) as (run, checkpoint or None, its trainer state or None):` for a
     PretrainConfig. Rank 0 picks (or creates) and locks the run folder; everyone uses its answer, so
-    an error there stops every rank. The locks are released however the block ends; a start refused
-    before `run.begin()` removes a folder it created (rank 0)."""
+    an error there stops every rank. `check()` (e.g. the data folder) runs on rank 0 after the
+    resume decision and before a folder is created, so its error also stops every rank. Only rank 0
+    calls `find_run`: another rank would see rank 0's own lock and call the run "in use". The locks
+    are released however the block ends; a start refused before `run.begin()` removes a folder it
+    created (rank 0)."""
     picked, run = [None], None
     if rank == 0:
         try:
             path, ckpt = find_run(cfg, recipe)
+            if check is not None:
+                check()
             if path is None:
                 run = Run.create("pretrain", recipe, cfg.run)
             else:

@@ -57,7 +57,7 @@ from pretrain.mfu import PEAK_MODES, peak_flops
 from pretrain.model import flops_per_token, linear_cross_entropy, model_config, release_loss_buffers
 from pretrain.preflight import (Batches, DataFolder, PretrainError, check_config, check_data_folder,  # noqa: F401
                                 plan_batches)
-from pretrain.resume import find_run, open_run, truncate_jsonl
+from pretrain.resume import open_run, truncate_jsonl
 from pretrain.trackers import Trackers
 
 
@@ -237,9 +237,9 @@ def train(cfg: PretrainConfig, recipe: str, d: Dist) -> Path:
     check_config(cfg, d.world)           # every value check before a run folder exists
     if cfg.heldout.files:
         read_docs(cfg.heldout.files, cfg.heldout.max_docs)   # a missing held-out file too
-    find_run(cfg, recipe)                # the resume / run-folder refusals (writes nothing), then the data
-    data = check_data_folder(Path(cfg.data.path))
-    with open_run(cfg, recipe, d.rank, d.world) as (run, ckpt, state):
+    data_dir = Path(cfg.data.path)       # rank 0: the resume / run-folder refusals, then the data, then a folder
+    with open_run(cfg, recipe, d.rank, d.world, check=lambda: check_data_folder(data_dir)) as (run, ckpt, state):
+        data = check_data_folder(data_dir)
         s = build(cfg, d, data, run)
         restore(s, ckpt, state)          # a shard that does not match its hash is refused here
         run.begin()

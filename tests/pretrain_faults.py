@@ -6,6 +6,8 @@ in product code): the script patches one pretraining function, then runs the ord
                             RNG states and the data state, before trainer_state.json and the rename
     --sleep-per-step=MS     sleep MS milliseconds after every step (a run slow enough to be killed
                             or raced while it trains; the lock tests)
+    --late-ranks=S          every rank but 0 sleeps S seconds after the config check, so rank 0 has
+                            taken and locked the run folder before the others look at it
 
 Run as (PYTHONPATH=<repo>):
     python tests/pretrain_faults.py --kill-at-step=5 <pretrain.train args>
@@ -57,8 +59,21 @@ def sleep_per_step(ms: int) -> None:
     train.checkpoint_if_due = patched
 
 
+def late_ranks(seconds: int) -> None:
+    import time
+
+    from pretrain import train
+    original = train.check_config
+
+    def patched(cfg, world):
+        original(cfg, world)
+        if os.environ.get("RANK", "0") != "0":
+            time.sleep(seconds)
+    train.check_config = patched
+
+
 FAULTS = {"--kill-at-step": kill_at_step, "--kill-in-checkpoint": kill_in_checkpoint,
-          "--sleep-per-step": sleep_per_step}
+          "--sleep-per-step": sleep_per_step, "--late-ranks": late_ranks}
 
 if __name__ == "__main__":
     args = sys.argv[1:]
