@@ -279,12 +279,12 @@ def main() -> None:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         raise SystemExit(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
-    results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    results.setdefault("modules", {})
     t0 = time.perf_counter()
     for name in args.modules or list(MODULES):
         r = run_module(name, MODULES[name], args.max_children, args.keep)
-        results["modules"][name] = r
+        # read back just before the write: runs of other modules at the same time keep their entries
+        results = json.loads(OUT.read_text()) if OUT.exists() else {}
+        results.setdefault("modules", {})[name] = r
         print(f"{name:20s} {r['mutants']:4d} mutants  killed {r['killed']:4d}  timeout {r['timeout']:3d}  "
               f"survived {r['survived']:3d}  no tests {r['no_tests']:3d}  -> {r['killed_pct']:5.1f}%  "
               f"unexplained {len(r['unexplained_survivors']):3d}  pragma lines {r['pragma_no_mutate_lines']:2d}  "

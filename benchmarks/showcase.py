@@ -8,6 +8,7 @@ Run as:
     .venv/bin/python benchmarks/showcase.py                     # make demo, seeds 0 1 2 (~10 min each)
     .venv/bin/python benchmarks/showcase.py --target showcase   # every stage and check (~25-30 min each)
     .venv/bin/python benchmarks/showcase.py --seeds 3 --out /tmp/showcase.json
+    .venv/bin/python benchmarks/showcase.py --target showcase --seeds 1 2 --keep   # add seeds to those recorded
 """
 from __future__ import annotations
 
@@ -46,6 +47,20 @@ def run_seed(target: str, seed: int, name: str, log_dir: Path) -> dict:
             "log": str(log), "effects": effects}
 
 
+def kept_runs(entry: dict, target: str, new_seeds: list[int]) -> list[dict]:
+    """The runs of an earlier record (`--keep`), their effects read back from their run folders."""
+    last = "grpo" if target == "showcase" else "dpo"
+    out = []
+    for r in entry.get("runs", []):
+        if r["seed"] in new_seeds:
+            continue
+        path = ROOT / "runs" / last / r["run"] / "effects.json"
+        if not path.is_file():
+            raise SystemExit(f"error: --keep: {path} is gone; rerun seed {r['seed']} instead")
+        out.append({**r, "effects": json.loads(path.read_text())})
+    return out
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     """Per (stage, check): the detail of every seed and how many met it."""
     table: dict[tuple[str, str], dict] = {}
@@ -79,7 +94,13 @@ def main() -> None:
     ap.add_argument("--target", choices=["demo", "showcase"], default="demo")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "showcase.json"))
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the seeds already recorded for this target (their run folders must still exist)")
     args = ap.parse_args()
+    out = Path(args.out)
+    record = json.loads(out.read_text()) if out.is_file() else {}
+    record = record if set(record) <= {"demo", "showcase"} else {}   # one entry per target
+    kept = kept_runs(record.get(args.target, {}), args.target, args.seeds) if args.keep else []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = ROOT / "runs" / "showcase_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -89,15 +110,13 @@ def main() -> None:
         print(f"== make {args.target} seed {seed} -> runs/*/{name} (log {log_dir / name}.log)", flush=True)
         runs.append(run_seed(args.target, seed, name, log_dir))
         print(f"   {runs[-1]['wall_s'] / 60:.1f} min", flush=True)
+    runs = sorted(kept + runs, key=lambda r: r["seed"])
     checks = summarise(runs)
     for c in checks:
         print(f"{c['stage']:<9} {c['met']}/{c['seeds']} met  {c['check']}: "
               + " | ".join(s["detail"] for s in c["per_seed"]))
-    out = Path(args.out)      # one entry per target: a demo run keeps the showcase figures and back
-    record = json.loads(out.read_text()) if out.is_file() else {}
-    record = record if set(record) <= {"demo", "showcase"} else {}
     record[args.target] = {
-        "target": args.target, "seeds": args.seeds, "cpus": os.cpu_count(), "machine": platform.machine(),
+        "target": args.target, "seeds": [r["seed"] for r in runs], "cpus": os.cpu_count(), "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%d"),
         "note": "each seed a whole `make " + args.target + "` run (setup excluded); wall_s depends on the "
                 "machine's load (load_avg_at_start); thresholds from leaderboard/effects.py",
