@@ -9,6 +9,7 @@ Run as:
     .venv/bin/python benchmarks/showcase.py --target showcase   # every stage and check (~25-30 min each)
     .venv/bin/python benchmarks/showcase.py --seeds 3 --out /tmp/showcase.json
     .venv/bin/python benchmarks/showcase.py --target showcase --seeds 1 2 --keep   # add seeds to those recorded
+    .venv/bin/python benchmarks/showcase.py --readme    # README's figures block from showcase.json (runs nothing)
 """
 from __future__ import annotations
 
@@ -89,17 +90,60 @@ def deltas(runs: list[dict]) -> list[dict]:
     return out
 
 
+README = ROOT / "README.md"
+BLOCK = ("<!-- showcase-figures: benchmarks/results/showcase.json via benchmarks/showcase.py -->\n",
+         "<!-- /showcase-figures -->")
+
+
+def markdown(record: dict) -> str:
+    """The README's figures: per target, the checks met per seed, then every stage delta."""
+    out = []
+    for target in ("demo", "showcase"):
+        if target not in record:
+            continue
+        t = record[target]
+        walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in t["runs"])
+        out += [f"`make {target}`, seeds {', '.join(map(str, t['seeds']))} (wall minutes per seed: {walls}):", "",
+                "| stage | check | met | per seed |", "|---|---|---|---|"]
+        for c in t["checks"]:
+            per = "; ".join(f"{s['seed']}: {s['detail']}" for s in c["per_seed"])
+            out.append(f"| {c['stage']} | {c['check']} | {c['met']}/{c['seeds']} | {per} |")
+        out.append("")
+        if t["deltas"]:
+            out += ["| seed | stage | protocol | parent -> this | diff [95% CI] | p | unparsed |",
+                    "|---|---|---|---|---|---|---|"]
+            for x in t["deltas"]:
+                out.append(f"| {x['seed']} | {x['stage']} | {x['protocol']} | {100 * x['acc_parent']:.1f} -> "
+                           f"{100 * x['acc']:.1f} | {100 * x['diff']:+.1f} [{100 * x['ci95'][0]:+.1f}, "
+                           f"{100 * x['ci95'][1]:+.1f}] | {x['p_value']:.2g} | {x['unparsed']} |")
+            out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def write_readme(record: dict) -> None:
+    text = README.read_text(encoding="utf-8")
+    head, sep, rest = text.partition(BLOCK[0])
+    _, sep2, tail = rest.partition(BLOCK[1])
+    if not sep or not sep2:
+        raise SystemExit(f"error: {README} has no showcase-figures block ({BLOCK[0].strip()} ... {BLOCK[1]})")
+    README.write_text(head + BLOCK[0] + markdown(record) + BLOCK[1] + tail, encoding="utf-8")
+    print(f"-> {README} (showcase figures)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--target", choices=["demo", "showcase"], default="demo")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "showcase.json"))
+    ap.add_argument("--readme", action="store_true", help="only rewrite README's figures block from --out")
     ap.add_argument("--keep", action="store_true",
                     help="keep the seeds already recorded for this target (their run folders must still exist)")
     args = ap.parse_args()
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.is_file() else {}
     record = record if set(record) <= {"demo", "showcase"} else {}   # one entry per target
+    if args.readme:
+        return write_readme(record)
     kept = kept_runs(record.get(args.target, {}), args.target, args.seeds) if args.keep else []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = ROOT / "runs" / "showcase_logs"

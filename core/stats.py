@@ -32,26 +32,22 @@ def mcnemar(a: list[bool], b: list[bool]) -> dict:
 def paired_bootstrap(a, b, n_samples: int = 10000, seed: int = 0) -> dict:
     """Mean difference B - A with a 95% CI from resampling the paired items, and a two-sided
     p-value (share of resamples on the other side of zero, doubled). `a`, `b`: bools or numbers."""
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    d = y - x
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(n_samples, len(d)))
+    d = np.subtract(b, a, dtype=np.float64)         # float64 also for two bool lists (bool - bool is an error)
+    idx = np.random.default_rng(seed).integers(len(d), size=(n_samples, len(d)))    # items drawn from [0, n)
     diffs = d[idx].mean(axis=1)
     obs = float(d.mean())
-    if obs == 0:
-        p = 1.0
-    else:
-        p = float(min(1.0, 2 * np.mean(diffs <= 0 if obs > 0 else diffs >= 0)))
+    # on the other side of zero, or on it: diffs <= 0 for obs > 0, diffs >= 0 for obs < 0; for obs == 0
+    # every resample counts, so p = 1
+    p = float(min(1.0, 2 * np.mean(diffs * np.sign(obs) <= 0)))
     return {"diff": obs, "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
             "p_value": p}
 
 
 def sign_test(successes: int, n: int) -> float:
     """One-sided exact binomial test: P(X >= successes) for X ~ Binomial(n, 1/2)."""
-    if n <= 0:
-        return 1.0
-    return min(1.0, sum(math.comb(n, i) for i in range(successes, n + 1)) / 2 ** n)
+    # sum of C(n, i) for i = successes..n, written by symmetry (C(n, i) = C(n, n - i)) as i = 0..n - successes;
+    # n = 0 gives 1.0, successes > n gives 0.0
+    return sum(math.comb(n, i) for i in range(n - successes + 1)) / 2 ** n
 
 
 def paired_comparison(pa: dict[str, dict], pb: dict[str, dict], samples: int = 10000, seed: int = 0) -> dict:

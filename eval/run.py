@@ -146,7 +146,7 @@ def read_predictions(path: Path, protocol_tag: str, key: str) -> dict[str, dict]
         data = data[:data.rfind(b"\n") + 1]
         with open(path, "r+b") as f:
             f.truncate(len(data))
-    kept, n_legacy = [], 0
+    kept, dropped = [], 0           # dropped: the number of the last legacy line (0: none, the file stays)
     for i, line in enumerate(data.decode("utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -155,14 +155,14 @@ def read_predictions(path: Path, protocol_tag: str, key: str) -> dict[str, dict]
         except json.JSONDecodeError:
             raise RunError(f"{path}:{i}: not valid JSON; delete the file or pass resume=false") from None
         if rec.get("protocol") == protocol_tag and rec.get("model_key") == legacy:
-            n_legacy += 1
+            dropped = i
             continue
         if rec.get("protocol") != protocol_tag or rec.get("model_key") != key:
             raise RunError(f"{path}:{i}: written for protocol {rec.get('protocol')} / another model or backend "
                            f"(key {rec.get('model_key')!r}, this run's {key!r}); delete it or pass resume=false")
         done[rec["id"]] = rec
         kept.append(line + "\n")
-    if n_legacy:
+    if dropped:
         atomic_write_text(path, "".join(kept))
     return done
 
@@ -181,7 +181,7 @@ def evaluate(cfg: EvalConfig, backend=None, quiet: bool = False) -> dict:
     t0 = time.time()
     protocol = get_protocol(cfg.protocol)
     bench = load_benchmark(cfg.bench, cfg.data_dir or None, subjects=cfg.subjects or None,
-                           with_shots=protocol.shots > 0)
+                           with_shots=bool(protocol.shots))
     questions = select_questions(bench, cfg.limit)
     model_path, rec = describe_model(cfg.model)
     out = output_dir(cfg, rec)
@@ -304,7 +304,8 @@ def _score(cfg, protocol, bench, backend, todo_by_subject, fitted, pred_path, ta
         # Questions of one subject that share a prefix (the same shots kept) are scored together,
         # so the backend runs each prefix once: reduced-shot prefixes are cached like the full one.
         groups = [g for qs in todo_by_subject.values() for g in _by_prefix(qs, fitted)]
-        if getattr(backend, "whole_run", False):   # vLLM: one call, its engine batches and caches prefixes
+        whole_run = getattr(backend, "whole_run", False)
+        if whole_run:   # vLLM: one call, its engine batches and caches prefixes
             groups, chunk = [[q for g in groups for q in g]], max(total, 1)
         for qs in groups:
             for s in range(0, len(qs), chunk):
@@ -312,7 +313,7 @@ def _score(cfg, protocol, bench, backend, todo_by_subject, fitted, pred_path, ta
                 prompts = {q.id: fitted[q.id].prompt for q in part}
                 rows = []
                 if protocol.scoring == "logits":
-                    if getattr(backend, "whole_run", False):
+                    if whole_run:
                         scores = backend.score_many([(prompts[q.id].prefix, prompts[q.id].suffix) for q in part])
                     else:
                         scores = backend.score_subject(prompts[part[0].id].prefix, [prompts[q.id].suffix for q in part])

@@ -57,7 +57,7 @@ class BlockLoader:
         self.epoch = 0
         self.cursor = 0
         self.order = np.zeros(0, dtype=np.int64)
-        self._starts = np.zeros(0, dtype=np.int64)
+        self._starts: np.ndarray    # every shard's first block id, rebuilt by _add_source
 
     # ---- building --------------------------------------------------------------------------------
     @classmethod
@@ -177,7 +177,7 @@ class BlockLoader:
     @classmethod
     def load(cls, folder: Path, seq_len: int, seed: int, hasher=hash_files) -> "BlockLoader":
         """Rebuild the loader saved in a checkpoint folder, re-hashing every shard."""
-        state = json.loads((folder / "data_state.json").read_text(encoding="utf-8"))
+        state = json.loads((folder / "data_state.json").read_bytes())   # json reads UTF-8 bytes itself
         if state["seq_len"] != seq_len or state["seed"] != seed:
             raise DataStateError(f"{folder}: checkpoint data state has seq_len={state['seq_len']}, seed={state['seed']}; "
                                  f"config has seq_len={seq_len}, seed={seed}")

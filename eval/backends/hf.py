@@ -192,8 +192,7 @@ class HFBackend:
         width = max(lens)
         pad = self.tokenizer.pad_token_id
         batch = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=self.device)
-        idx = torch.tensor([n - 1 for n in lens], device=self.device)
-        rows = torch.arange(len(ids), device=self.device)
+        rows, idx = list(range(len(ids))), [n - 1 for n in lens]   # index lists: taken on any device
         if self._base is not None and self._head is not None:
             hidden = self._base(input_ids=batch, use_cache=cache is not None, **{self._cache_kw: cache}).last_hidden_state
             logits = self._head(hidden[rows, idx])
@@ -255,7 +254,7 @@ class HFBackend:
         gqa = {"sdpa_gqa": True} if self._gqa else {}
         hidden = self._base(input_ids=ids.to(dev), position_ids=pos.to(dev), attention_mask=mask.to(dev),
                             use_cache=True, **{self._cache_kw: self._cache_for(cache, R)}, **gqa).last_hidden_state
-        last = hidden[torch.tensor(row_of, device=dev), torch.tensor(end_of, device=dev)]
+        last = hidden[row_of, end_of]
         return self._head(last)[:, self.letter_ids].float()
 
     @torch.inference_mode()

@@ -70,3 +70,53 @@ def test_ties():
     assert not stats.indistinguishable(None, [45.0, 50.0], [40.0, 44.9])
     assert not stats.indistinguishable(None, None, [1, 2]) and not stats.indistinguishable(None, [1, 2], None)
     assert stats.cis_overlap([1, 3], [2, 2.5]) and stats.cis_overlap([2, 2.5], [1, 3])
+
+
+def direct_paired(a, b, n_samples, seed):
+    """The paired bootstrap written out: resample item indices, mean the differences, count the
+    resamples on the other side of zero (or on it)."""
+    d = [float(y) - float(x) for x, y in zip(a, b)]
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_samples, len(d)))
+    diffs = [sum(d[i] for i in row) / len(d) for row in idx]
+    obs = sum(d) / len(d)
+    if obs == 0:
+        p = 1.0
+    else:
+        p = min(1.0, 2 * sum((x <= 0) if obs > 0 else (x >= 0) for x in diffs) / n_samples)
+    return {"diff": obs, "ci95": [np.percentile(diffs, 2.5), np.percentile(diffs, 97.5)], "p_value": p}
+
+
+def _flat(r):
+    return [r["diff"], *r["ci95"], r["p_value"]]
+
+
+def test_paired_comparison_bootstrap_settings():
+    """The default samples/seed (10000, 0) and the passed ones reach the bootstrap: checked on a
+    difference that is not zero (a zero one gives p = 1 whatever the draws)."""
+    ok_a = [i % 3 != 0 for i in range(24)]
+    ok_b = [i % 4 != 0 for i in range(24)]
+    pa = {f"q{i:02d}": {"gold": "A", "correct": x} for i, x in enumerate(ok_a)}
+    pb = {f"q{i:02d}": {"gold": "A", "correct": x} for i, x in enumerate(ok_b)}
+    want = direct_paired(ok_a, ok_b, 10000, 0)
+    assert want["diff"] != 0 and 0 < want["p_value"] < 1
+    assert _flat(stats.paired_comparison(pa, pb)["paired_bootstrap"]) == pytest.approx(_flat(want), abs=1e-12)
+    for seed in (5, 11):
+        got = stats.paired_comparison(pa, pb, samples=3000, seed=seed)["paired_bootstrap"]
+        assert _flat(got) == pytest.approx(_flat(direct_paired(ok_a, ok_b, 3000, seed)), abs=1e-12)
+
+
+@pytest.mark.parametrize("a,b", [
+    ([True, False, True, True, False], [False, False, True, False, False]),        # bools, B below A
+    ([0.9, 0.2, 0.4, 0.7, 0.1, 0.5], [0.3, 0.2, 0.6, 0.1, 0.0, 0.4]),               # floats, B below A
+    ([1, 0, 2, 0], [0, 1, 0, 2]),                                                  # ints, zero difference
+    ([True, False, False], [False, True, False]),                                  # bools, zero difference
+])
+def test_paired_bootstrap_signs_and_types(a, b):
+    got, want = stats.paired_bootstrap(a, b, n_samples=500, seed=9), direct_paired(a, b, 500, 9)
+    assert _flat(got) == pytest.approx(_flat(want), abs=1e-12)
+    assert isinstance(got["p_value"], float) and got["p_value"] <= 1.0
+
+
+def test_cis_overlap_touching_both_orders():
+    assert stats.cis_overlap([45.0, 50.0], [40.0, 45.0]) and stats.cis_overlap([40.0, 45.0], [45.0, 50.0])
+    assert not stats.cis_overlap([45.0, 50.0], [40.0, 44.9]) and not stats.cis_overlap([40.0, 44.9], [45.0, 50.0])

@@ -254,3 +254,13 @@ def test_workers_and_their_count(monkeypatch):
     monkeypatch.delattr(os, "sched_getaffinity")
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert decontam.auto_workers(10**9) == 1
+
+
+def test_default_minimum_item_length_is_five_tokens():
+    # an item of exactly min_item_tokens tokens is indexed, one token fewer is skipped (default 5)
+    five, four = "山水火木金", "山水火木"
+    assert len(toks(five)) == 5 and len(toks(four)) == 4
+    items = [BenchItem("b", "test", "s", f"s/test/{i}", q, ["", "", "", ""]) for i, q in enumerate((five, four))]
+    d = Decontaminator(items, ngram_tokens=3, threshold=0.5)
+    assert d.n_skipped_short == 1
+    assert d.check_batch([five]) == [[(0, 1.0)]]

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 
+import eval.backends.hf  # noqa: F401  (torch, transformers, core.models: imported once, see TOKENIZER)
 import mut_support
+import safetensors.torch  # noqa: F401  (params_from_safetensors reads the headers with framework="pt")
 from core.benchmarks import load_benchmark, load_spec
-from core.runs import RunError
+from core.runs import RunError, env_info
 from eval.extract import extract_choice
 from eval.metrics import bootstrap_ci
 from eval.protocols import build_prompt, get_protocol
@@ -20,10 +23,15 @@ from eval.run import EvalConfig, evaluate, model_key, read_predictions, select_q
 
 PROTO = "base-5shot-logits"
 
+# Loaded when the module is imported: mutmut's fork server imports (collects) this file once and forks
+# one child per mutant, so torch/transformers/trl and the tokenizer load once, not in every child (~6 s each).
+env_info()               # imports trl, peft, datasets: a finished Run records their versions
+TOKENIZER = mut_support.load_tokenizer()
+
 
 @pytest.fixture(scope="module")
 def tok():
-    return mut_support.load_tokenizer()
+    return TOKENIZER
 
 
 @pytest.fixture(scope="module")
@@ -379,3 +387,258 @@ def test_questions_with_fewer_shots_are_scored_on_their_own_prefix(model_dir, to
     for x in lines:
         p = by_sha[x["prompt_sha256"]]
         assert x["scores"] == [round(v, 5) for v in letter_scores(p.prefix + p.suffix)]
+
+
+# ---- the predictions file's bytes, the model key of a relative path, the progress bar -------------------
+def test_predictions_file_is_utf8_text_whatever_the_locale(tmp_path, monkeypatch):
+    """Lines are appended as UTF-8 JSON with the Chinese text as is (not \\u escapes), also on a machine
+    whose locale encoding is not UTF-8: `open` here defaults to Latin-1 the way such a locale would."""
+    import builtins
+    import eval.run as er
+
+    def latin1_locale_open(file, mode="r", *a, encoding=None, **kw):
+        return builtins.open(file, mode, *a, **kw) if "b" in mode else \
+            builtins.open(file, mode, *a, encoding=encoding or "latin-1", **kw)
+    monkeypatch.setattr(er, "open", latin1_locale_open, raising=False)
+    p = tmp_path / "p.jsonl"
+    p.write_bytes(b'{"id": "0"}\n')
+    rows = [{"id": "1", "generated": "答案是B", "pred": "B"}, {"id": "2", "generated": "é", "pred": None}]
+    er._append(p, rows)
+    er._append(p, [])
+    want = b'{"id": "0"}\n' + '{"id": "1", "generated": "答案是B", "pred": "B"}\n{"id": "2", "generated": "é", "pred": null}\n'.encode("utf-8")
+    assert p.read_bytes() == want
+
+
+def test_model_key_of_a_relative_folder_is_its_resolved_path(model_dir, tmp_path, monkeypatch):
+    import shutil
+    shutil.copytree(model_dir, tmp_path / "m")
+    (tmp_path / "m" / "extra.safetensors").write_bytes(b"12345")
+    monkeypatch.chdir(tmp_path)
+    size = (model_dir / "model.safetensors").stat().st_size
+    want = f"vllm:{(tmp_path / 'm').resolve()}|extra.safetensors:5|model.safetensors:{size}"
+    assert model_key({"path": "m", "manifest_sha256": None}, "vllm") == want
+    assert model_key({"path": "./m/../m", "manifest_sha256": None}, "vllm") == want
+    # a path that is no folder (a hub id, a single file) is the key as given, with no weights listed
+    assert model_key({"path": "m/extra.safetensors", "manifest_sha256": None}, "hf") == "hf:m/extra.safetensors"
+    assert model_key({"path": "m", "manifest_sha256": "0123456789abcdef0123"}, "hf") == "hf:0123456789abcdef"
+
+
+class _Terminal:
+    """A stdout that says it is a terminal, so rich draws the progress bar into it."""
+
+    def __init__(self):
+        import io
+        self.buf = io.StringIO()
+
+    def write(self, s):
+        return self.buf.write(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+    def text(self):
+        import re
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", self.buf.getvalue())
+
+
+def test_progress_bar_on_a_terminal_unless_quiet(model_dir, tok, tmp_path, monkeypatch):
+    import re
+    import sys
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stdout", term)
+    evaluate(cfg(model_dir, tmp_path / "a", limit=2), backend=Fake(tok))
+    bars = [x for x in re.split(r"[\r\n]", term.text()) if x.startswith(f"demo/{PROTO} ")]
+    assert bars and re.search(r" 8/8 eta \d+:\d\d:\d\d$", bars[-1].rstrip())
+    quiet = _Terminal()
+    monkeypatch.setattr(sys, "stdout", quiet)
+    evaluate(cfg(model_dir, tmp_path / "b", limit=2), backend=Fake(tok), quiet=True)
+    assert quiet.text() == ""
+
+
+def test_read_predictions_blank_lines_and_a_corrupt_line_before_a_torn_one(tmp_path):
+    tag, key = f"{PROTO}@1", "hf:k"
+    rows = [{"id": str(i), "protocol": tag, "model_key": key, "pred": "A"} for i in range(3)]
+    p = tmp_path / "p.jsonl"
+    text = json.dumps(rows[0]) + "\n\n   \n" + json.dumps(rows[1]) + "\n\n" + json.dumps(rows[2]) + "\n"
+    p.write_text(text, encoding="utf-8")
+    os.utime(p, (1_000_000_000, 1_000_000_000))
+    assert read_predictions(p, tag, key) == {r["id"]: r for r in rows}    # blank lines are skipped, not the end
+    assert p.read_text(encoding="utf-8") == text                           # no legacy line, nothing torn:
+    assert p.stat().st_mtime == 1_000_000_000                              # the file is not even written
+    # a torn tail is cut even when the line before it is broken too; that line is then the error
+    p.write_bytes(json.dumps(rows[0]).encode() + b'\n{"id": "1", XX\nXX')
+    with pytest.raises(RunError, match=r":2: not valid JSON"):
+        read_predictions(p, tag, key)
+    assert p.read_bytes() == json.dumps(rows[0]).encode() + b'\n{"id": "1", XX\n'
+
+
+def test_zero_shot_protocol_needs_no_dev_split(model_dir, tok, tmp_path):
+    """A 0-shot protocol does not load the shot split: a local copy without dev files still evaluates,
+    while a 5-shot protocol on it is refused (the shots are missing)."""
+    import shutil
+    from core.benchmarks import BenchmarkDataError
+    data = tmp_path / "data"
+    shutil.copytree(mut_support.REPO / load_spec("demo").builtin_dir, data)
+    shutil.rmtree(data / "dev")
+    r = evaluate(cfg(model_dir, tmp_path / "g", limit=1, protocol="chat-0shot-gen", data_dir=str(data)),
+                 backend=Gen(tok), quiet=True)
+    assert r["n_questions"] == 4 and r["data_source"] == f"local:{data}"
+    with pytest.raises(BenchmarkDataError, match="dev exemplars are needed"):
+        evaluate(cfg(model_dir, tmp_path / "b", limit=1, data_dir=str(data)), backend=Fake(tok), quiet=True)
+
+
+class _Pipe:
+    """A stdout/stderr that is a pipe: text written reaches the reader only when flushed."""
+
+    def __init__(self):
+        self.pending, self.out = "", ""
+
+    def write(self, s):
+        self.pending += s
+        return len(s)
+
+    def flush(self):
+        self.out, self.pending = self.out + self.pending, ""
+
+    def isatty(self):
+        return False
+
+
+def test_printed_lines_are_flushed_before_the_scoring_starts(model_dir, tok, tmp_path, monkeypatch):
+    import sys
+    from eval.context import context_warning
+    out, err = _Pipe(), _Pipe()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    seen = []
+
+    class Watching(Fake):
+        def score_subject(self, prefix, suffixes):
+            seen.append((out.out, err.out))
+            return super().score_subject(prefix, suffixes)
+    r = evaluate(cfg(model_dir, tmp_path, limit=1, max_len=260), backend=Watching(tok))
+    assert r["context"]["shots_reduced"] + r["context"]["left_truncated"] > 0
+    so_far, warned = seen[0]
+    assert so_far.endswith("  0 answered before (resumed), 4 to go\n") and so_far.startswith("eval demo v")
+    assert warned == context_warning(r["context"]) + "\n"
+    assert out.pending == "" and out.out.endswith(f"wrote {tmp_path / f'demo.{PROTO}.json'}\n")
+
+
+def test_notes_of_a_partial_copy_are_printed(model_dir, tok, tmp_path, capsys):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(mut_support.REPO / load_spec("demo").builtin_dir, data)
+    (data / "val" / "towns_val.csv").unlink()
+    r = evaluate(cfg(model_dir, tmp_path / "o", limit=1, data_dir=str(data)), backend=Fake(tok))
+    assert len(r["notes"]) == 1 and r["notes"][0].startswith("skipped towns: has dev but no scored file")
+    assert f"  note: {r['notes'][0]}" in capsys.readouterr().out.splitlines() and r["n_questions"] == 3
+
+
+def test_generation_is_batched_per_subject(model_dir, tok, tmp_path):
+    """0-shot chat prompts share the empty prefix; the calls still go subject by subject."""
+    class Sizes(Gen):
+        def generate(self, prompts, max_new_tokens):
+            self.scored += len(prompts)
+            self.sizes.append(len(prompts))
+            return super().generate(prompts, max_new_tokens)
+    be = Sizes(tok)
+    be.sizes = []
+    evaluate(cfg(model_dir, tmp_path, limit=3, batch_size=1, protocol="chat-0shot-gen"), backend=be, quiet=True)
+    assert be.sizes == [3, 3, 3, 3] and be.scored == 12
+
+
+def test_a_prediction_the_backend_left_out_is_never_taken_from_the_old_file(model_dir, tok, tmp_path):
+    c = cfg(model_dir, tmp_path, limit=1)
+    evaluate(c, backend=Fake(tok), quiet=True)
+    p = pred_path(tmp_path)
+    lines = [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()]
+    lines[0]["prompt_sha256"] = "0" * 64                  # its prompt changed: it must be scored again
+    p.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+
+    class Short(Fake):
+        def score_subject(self, prefix, suffixes):
+            return []                                     # a broken backend: no scores at all
+    with pytest.raises(KeyError):
+        evaluate(c, backend=Short(tok), quiet=True)
+    assert not (tmp_path / f"demo.{PROTO}.json").exists()
+
+
+def test_elapsed_time_and_a_backend_without_a_name(model_dir, tok, tmp_path):
+    import time
+
+    class Nameless:                                       # a backend with no `name` at all
+        def __init__(self):
+            self.fake = Fake(tok)
+            self.tokenizer, self.score_subject = tok, self.fake.score_subject
+    be = Nameless()
+    t0 = time.time()
+    r = evaluate(cfg(model_dir, tmp_path, limit=1, backend="vllm"), backend=be, quiet=True)
+    assert 0 <= r["elapsed_s"] <= round(time.time() - t0, 2) + 0.01
+    assert r["backend"] == "vllm"                         # the configured name stands in
+    lines = [json.loads(x) for x in pred_path(tmp_path).read_text().splitlines()]
+    assert {x["model_key"] for x in lines} == {model_key(r["model"], "vllm")}
+
+
+def test_a_result_that_breaks_the_contract_is_refused_naming_the_file(model_dir, tok, tmp_path, monkeypatch):
+    import eval.run as er
+    from core.results import SchemaError
+    build = er.build_result
+
+    def broken(*a, **kw):
+        return {**build(*a, **kw), "subset": "bogus"}
+    monkeypatch.setattr(er, "build_result", broken)
+    with pytest.raises(SchemaError) as e:
+        evaluate(cfg(model_dir, tmp_path, limit=1), backend=Fake(tok), quiet=True)
+    assert str(e.value).startswith(f"{tmp_path / f'demo.{PROTO}.json'}: subset 'bogus'")
+    assert not (tmp_path / f"demo.{PROTO}.json").exists()
+
+
+def test_build_result_is_this_dict_computed_by_hand():
+    import re
+    from core.config import to_dict
+    from core.results import RESULT_SCHEMA_VERSION, subset_label
+    from core.runs import git_info, now_iso
+    from eval.run import build_result
+    bench, proto = load_benchmark("demo"), get_protocol(PROTO)
+    qs = select_questions(bench, 5)
+    done = {q.id: {"correct": int(i % 3 == 0), "pred": None if i % 4 == 1 else "A", "fallback": "random" if i % 6 == 2 else None}
+            for i, q in enumerate(qs)}
+    done["unused"] = {"correct": True}                    # a line of a question not evaluated now: ignored
+    rec = {"name": "m", "path": "p", "run": None, "manifest_sha256": None, "params": 7}
+    c = EvalConfig(bench=load_spec("demo"), model="m", limit=5, bootstrap_samples=30, seed=5)
+    before = now_iso()
+    r = build_result(c, bench, proto, qs, done, rec, "vllm", "pred.jsonl", 2.0049)
+    correct = [i % 3 == 0 for i in range(len(qs))]
+    subjects = [q.subject for q in qs]
+    per = {}
+    for s in dict.fromkeys(subjects):
+        got = [ok for ok, t in zip(correct, subjects) if t == s]
+        per[s] = {"acc": sum(got) / len(got), "n": len(got), "category": bench.subjects[s][2]}
+    cats = {}
+    for cat in dict.fromkeys(v[2] for v in bench.subjects.values()):
+        members = [per[s] for s in per if bench.subjects[s][2] == cat]
+        n = sum(m["n"] for m in members)
+        cats[cat] = {"acc": sum(m["acc"] for m in members) / len(members),
+                     "acc_micro": sum(m["acc"] * m["n"] for m in members) / n, "n": n, "n_subjects": len(members)}
+    want = {
+        "schema_version": RESULT_SCHEMA_VERSION, "benchmark": "demo", "benchmark_version": bench.spec.version,
+        "split": "val", "data_source": bench.data_source, "subset": subset_label(bench.subset, True), "partial": True,
+        "n_subjects": 4, "n_questions": 20, "n_unparsed": sum(i % 4 == 1 for i in range(20)),
+        "n_fallback": sum(i % 6 == 2 for i in range(20)), "protocol": {**proto.record(), "shots": 5},
+        "model": rec, "backend": "vllm", "acc_micro": sum(correct) / 20,
+        "acc_macro": sum(v["acc"] for v in per.values()) / 4, "ci95": bootstrap_ci(correct, subjects, 30, 5),
+        "per_subject": per, "per_category": cats, "git_sha": git_info().get("git_sha"), "date": r["date"],
+        "predictions": "pred.jsonl", "notes": bench.notes, "limit_per_subject": 5, "elapsed_s": 2.0,
+        "config": {k: v for k, v in to_dict(c).items() if k not in ("bench", "run")},
+    }
+    assert r.keys() == want.keys()
+    for k in want:
+        assert r[k] == (pytest.approx(want[k]) if k in ("acc_micro", "acc_macro") else want[k]), k
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["date"]) and before <= r["date"] <= now_iso()
+    assert r["git_sha"] and r["config"]["limit"] == 5 and "seed" in r["config"]
+    full = build_result(EvalConfig(bench=load_spec("demo"), model="m", bootstrap_samples=30), bench, proto, qs,
+                        done, rec, "hf", "p", 0.0)
+    assert (full["partial"], full["subset"], full["limit_per_subject"]) == (False, bench.subset, None)

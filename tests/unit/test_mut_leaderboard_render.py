@@ -69,3 +69,25 @@ def test_table_in_markdown_and_html():
     assert render._html_table(TABLE) == (
         f'<table class="sortable" id="t-ours-base-5shot"><thead><tr>{head}</tr></thead><tbody>\n'
         f'<tr class="ours">{cells1}</tr>\n<tr class="ours">{cells2}</tr>\n</tbody></table>')
+
+
+@pytest.mark.parametrize("n,text", [(1e6, "1M"), (1e9, "1B"), (999_999_999, "1,000M")])
+def test_fmt_count_exact_unit_boundaries(n, text):
+    # exactly one unit is read in that unit (1M, not 1,000K), just below it stays in the smaller one
+    assert render.fmt_count(n) == text
+
+
+def test_slug_keeps_letters_at_the_ends():
+    # only the separators runs become "-" and only "-" is stripped from the ends
+    assert render._slug("Xa b-X") == "Xa-b-X" and render._slug("--x1--") == "x1"
+
+
+def test_tied_rank_and_token_cells():
+    r = dict(row(2, "m", 50.0), tied=True, tokens=3.0e10)
+    untied = dict(row(3, "n", 40.0), tied=False)
+    table = {"ranked": True, "benchmarks": ["ceval"], "id": "t", "title": "T", "rows": [r, untied]}
+    md = render._md_table(table)
+    assert md[2].startswith("| 2 (tied) | m | 1.2B | 30B | ") and md[3].startswith("| 3 | n | 1.2B | — | ")
+    html = render._html_table(table)
+    assert '<td class="num" data-sort="2">2 (tied)</td>' in html
+    assert '<td class="num" data-sort="30000000000.0">30B</td>' in html

@@ -84,6 +84,7 @@ def test_state_file_and_reload(data, tmp_path):
     seen = []
     back = BlockLoader.load(ckpt, SEQ, seed=1, hasher=lambda paths: seen.extend(paths) or hash_files(paths))
     assert seen == [data / e["file"] for e in manifest["shards"]]      # the given hasher re-hashes every shard
+    assert back.state_dict() == state and back.order.tolist() == perm(1, 1, 7).tolist()   # hashes as recorded
     assert back.next_ids(5).tolist() == perm(1, 1, 7)[2:7].tolist()
     for seq, seed in ((SEQ, 5), (SEQ + 1, 1)):
         with pytest.raises(DataStateError, match=rf"ckpt: checkpoint data state has seq_len={SEQ}, seed=1; "
@@ -114,6 +115,8 @@ def test_add_data_mixes_with_the_sources_salt(data, tmp_path):
     assert loader.order.tolist() == before[:4].tolist() + rest[perm(3, 0, len(rest), salt=2)].tolist()
     assert loader.state_dict()["sources"][1] == {"path": str(new), "tokenizer_sha256": "tok-a",
                                                   "added_at_step": 12, "content_hash": "c-2"}
+    assert loader.add_data(new, step=14) == 0 and len(loader.sources) == 2     # already in the run: nothing new
+    assert loader.order.tolist() == before[:4].tolist() + rest[perm(3, 0, len(rest), salt=2)].tolist()
     # a folder without a full block adds nothing and keeps the order's integer ids
     assert loader.add_data(folder(tmp_path / "short", [tokens(SEQ, 11)]), step=13) == 0
     assert loader.order.dtype == np.int64 and loader.tokens(loader.next_ids(3)).shape == (3, SEQ + 1)
@@ -121,6 +124,10 @@ def test_add_data_mixes_with_the_sources_salt(data, tmp_path):
 
 def test_refusals_name_what_they_refuse(data, tmp_path):
     loader = BlockLoader.fresh(data, SEQ, seed=0)
+    other = folder(tmp_path / "other", [tokens(3 * SEQ, 5)], tok="tok-b")
+    with pytest.raises(DataStateError, match=r"other: its tokenizer \(sha256 tok-b\) is not the run's tokenizer "
+                                             r"\(tok-a\); its token ids mean other things"):
+        loader.add_data(other, step=1)
     wide = folder(tmp_path / "wide", [tokens(3 * SEQ, 5)], dtype="uint32")
     with pytest.raises(DataStateError, match=r"wide: token dtype uint32 differs from the run's uint16"):
         loader.add_data(wide, step=1)
@@ -178,3 +185,13 @@ def test_resume_names_a_missing_data_folder(data, tmp_path):
     data.rename(tmp_path / "moved")
     with pytest.raises(DataStateError, match=rf"data folder missing: {data} \(trained on by the run saved in {ckpt}\)"):
         BlockLoader.load(ckpt, SEQ, seed=0)
+
+
+def test_a_loader_built_empty_takes_its_blocks_from_add_data(data, tmp_path):
+    """BlockLoader(seq_len, seed) starts with no blocks and an empty int64 order: add_data then
+    orders exactly the new blocks, mixed with the first source's salt (1)."""
+    loader = BlockLoader(SEQ, seed=5)
+    assert loader.num_blocks == 0 and loader.order.dtype == np.int64 and len(loader.order) == 0
+    assert loader.add_data(data, step=0) == 7
+    assert loader.order.dtype == np.int64 and loader.order.tolist() == perm(5, 0, 7, salt=1).tolist()
+    assert loader.next_ids(7).tolist() == perm(5, 0, 7, salt=1).tolist() and loader.cursor == 7

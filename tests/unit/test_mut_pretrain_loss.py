@@ -122,3 +122,20 @@ def test_fp32_buffers_and_loss_do_not_follow_the_default_dtype(wdtype):
         torch.set_default_dtype(old)
         model_lib.release_loss_buffers()
     assert loss.dtype == torch.float32 and loss.item() == pytest.approx(want, rel=1e-4)
+
+
+def test_bf16_compute_keeps_an_fp32_copy_of_the_logits_chunk():
+    """bf16 compute: four buffers by name and dtype, the chunk ones of chunk rows (the fp32 copy of the
+    bf16 logits feeds the log-softmax), the gradient group in bf16; fp32 compute has no copy."""
+    h, w, t = data(n=1100, v=64, h=16, seed=7)
+    model_lib.release_loss_buffers()
+    linear_cross_entropy(h, w.bfloat16(), t, chunk_elements=1, group_elements=512 * 64)
+    assert {(k[0], k[1]): v.numel() for k, v in model_lib._WORKSPACE.items()} == {
+        ("logits", torch.bfloat16): 256 * 64, ("logits32", torch.float32): 256 * 64,
+        ("logp", torch.float32): 256 * 64, ("grad", torch.bfloat16): 512 * 64}
+    assert all(v.dtype == k[1] for k, v in model_lib._WORKSPACE.items())
+    model_lib.release_loss_buffers()
+    linear_cross_entropy(h, w, t, chunk_elements=1, group_elements=512 * 64)
+    assert sorted((k[0], k[1]) for k in model_lib._WORKSPACE) == [
+        ("grad", torch.float32), ("logits", torch.float32), ("logp", torch.float32)]
+    model_lib.release_loss_buffers()

@@ -46,3 +46,31 @@ def test_vllm_generation_arguments(tmp_path):
     cfg.generation.use_vllm = True          # grpo_args only; check_config would ask for vLLM itself
     args = grpo_args(cfg, SimpleNamespace(path=tmp_path), {"use_cpu": True, "bf16": False})
     assert (args.use_vllm, args.vllm_mode, args.vllm_gpu_memory_utilization) == (True, "colocate", 0.45)
+
+
+def test_explicit_arguments_do_not_lean_on_trl_defaults(tmp_path, monkeypatch):
+    """grpo_args sets the scheduler, the reporting, completion logging and checkpointing itself: with
+    a TRL config whose defaults are the opposite ones (transformers 4.x reported to every installed
+    integration by default), the recipe's values still arrive; the batch size stays an int."""
+    import dataclasses
+
+    import trl
+
+    @dataclasses.dataclass
+    class FlippedDefaults(trl.GRPOConfig):
+        report_to: None | str | list[str] = "tensorboard"
+        log_completions: bool = True
+        lr_scheduler_type: str = "constant"
+
+    monkeypatch.setattr(trl, "GRPOConfig", FlippedDefaults)
+    flags = {"use_cpu": True, "bf16": False}
+    for checkpointing in (True, False):
+        cfg, _ = parse_args(GRPOConfig, ["optim.scheduler=cosine", "train.prompts_per_step=3", "grpo.num_generations=4",
+                                         "train.grad_accum_steps=2", f"train.gradient_checkpointing={checkpointing}"],
+                            prog="rl.grpo")
+        args = grpo_args(cfg, SimpleNamespace(path=tmp_path), flags)
+        assert isinstance(args, FlippedDefaults) and args.report_to == [] and args.log_completions is False
+        assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "cosine"
+        ckpt = getattr(args, "activation_checkpointing", getattr(args, "gradient_checkpointing", None))
+        assert ckpt is checkpointing
+        assert type(args.per_device_train_batch_size) is int and args.per_device_train_batch_size == 6
