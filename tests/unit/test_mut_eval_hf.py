@@ -424,17 +424,22 @@ def test_generation_stops_at_eos_and_im_end_and_drops_them(tiny_tokenizer, stopp
     be = backend_on(stopper, tok, batch_size=2)
     be.model.generation_config.do_sample, be.model.generation_config.temperature = True, 3.0
     be.model.generation_config.eos_token_id = None
-    n_calls = []
-    gen = be.model.generate
+    n_calls = count_generate_calls(be)
+    torch.manual_seed(0)
+    got = be.generate(GEN_TEXTS, 6)
+    want = [greedy_by_hand(stopper, tok, t, 6) for t in GEN_TEXTS]
+    assert got == want and want[0] == "" and want[1] == "" and n_calls == [2, 2]
+
+
+def count_generate_calls(be) -> list[int]:
+    """Wrap the backend's model.generate: the returned list gets each call's number of prompts."""
+    n_calls, gen = [], be.model.generate
 
     def counted(**kw):
         n_calls.append(kw["input_ids"].shape[0])
         return gen(**kw)
     be.model.generate = counted
-    torch.manual_seed(0)
-    got = be.generate(GEN_TEXTS, 6)
-    want = [greedy_by_hand(stopper, tok, t, 6) for t in GEN_TEXTS]
-    assert got == want and want[0] == "" and want[1] == "" and n_calls == [2, 2]
+    return n_calls
 
 
 def test_generation_with_a_tokenizer_without_eos(tiny_tokenizer, stopper):
@@ -472,13 +477,7 @@ def test_a_position_mixing_model_runs_plain_rows_and_uncached_generation(tiny_to
     ps = prompts[0][:3]
     prefix, suffixes = ps[0].prefix, [p.suffix for p in ps]
     assert close(be.score_subject(prefix, suffixes), by_hand(ref, tiny_tokenizer, prefix, suffixes))
-    n_calls = []
-    gen = be.model.generate
-
-    def counted(**kw):
-        n_calls.append(kw["input_ids"].shape[0])
-        return gen(**kw)
-    be.model.generate = counted
+    n_calls = count_generate_calls(be)
     texts = GEN_TEXTS[:3]
     assert be.generate(texts, 4) == [greedy_by_hand(ref, tiny_tokenizer, t, 4) for t in texts] and n_calls == [1, 1, 1]
 
