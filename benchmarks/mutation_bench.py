@@ -77,7 +77,7 @@ MODULES: dict[str, Module] = {
                              "xǁBlockLoaderǁ_add_source", "xǁBlockLoaderǁadd_data", "xǁBlockLoaderǁnext_ids",
                              "xǁBlockLoaderǁtokens", "xǁBlockLoaderǁstate_dict", "xǁBlockLoaderǁsave",
                              "xǁBlockLoaderǁload"]),
-    "eval_run": Module("eval/run.py", ["tests/unit/test_mut_eval_run.py"],
+    "eval_run": Module("eval/run.py", ["tests/unit/test_mut_eval_run.py", "tests/unit/test_mut_eval_run_resume.py"],
                        ["x_select_questions", "x_model_key", "x_read_predictions", "x__append", "x_evaluate",
                         "x_build_result", "x__score", "x__by_prefix"]),
     "eval_hf": Module("eval/backends/hf.py", ["tests/unit/test_mut_eval_hf.py", "tests/stages/test_eval_run.py::test_pack_rows"],
