@@ -95,6 +95,14 @@ def _chat(deltas: dict) -> dict | None:
     return next((d for k, d in sorted(deltas.items()) if k[1] == CHAT and "error" not in d), None)
 
 
+def _own_ranking(h: dict) -> str:
+    """The models' own ranking of the held-out pairs (rl/heldout.py; absent from runs before it): the
+    parent's is the knowledge DPO starts from, which its implicit reward can hardly exceed."""
+    if "reference_pref_acc" not in h:
+        return ""
+    return f" (own ranking: parent {h['reference_pref_acc']:.3f}, this {h['policy_pref_acc']:.3f})"
+
+
 def _checks(stage: str, m: dict, deltas: dict, run_dir: Path) -> list[dict]:
     h, chat, checks = m.get("heldout") or {}, _chat(deltas), []
     if stage == "pretrain" and h:
@@ -112,7 +120,8 @@ def _checks(stage: str, m: dict, deltas: dict, run_dir: Path) -> list[dict]:
         if h:
             checks.append(_check(f"held-out implicit-reward accuracy >= {DPO_MIN_REWARD_ACC}",
                                  h["reward_acc"] >= DPO_MIN_REWARD_ACC,
-                                 f"{h['reward_acc']:.3f} on {h['n_pairs']} pairs, sign test p = {h['sign_test_p']:.2g}"))
+                                 f"{h['reward_acc']:.3f} on {h['n_pairs']} pairs, sign test p = {h['sign_test_p']:.2g}"
+                                 + _own_ranking(h)))
         if chat:
             worse = chat["diff"] < 0 and chat["p_value"] < ALPHA
             checks.append(_check("chat accuracy not significantly below the parent", not worse,

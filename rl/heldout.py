@@ -4,6 +4,8 @@
   r(y) = beta * (log pi(y|x) - log pi_ref(y|x)), must rank the chosen answer above the rejected one.
   Reported: the share of pairs ranked right (ties count as wrong), the mean margin, and a one-sided
   sign test against a coin flip. Before training pi = pi_ref, so every margin is 0 and the accuracy 0.
+  Beside it, each model's own ranking (log pi(chosen) > log pi(rejected)): the reference's is what
+  the parent already knew about the held-out items, the policy's what it knows after DPO.
 - GRPO (`reward_on_prompts`): greedy completions of held-out prompts scored with the run's own reward
   functions and weights, once by the initial policy and once by the trained one; the difference is
   tested with a paired bootstrap (core.stats) in rl/grpo.py.
@@ -46,17 +48,20 @@ def _ids(enc):
 def dpo_heldout(policy, reference, tokenizer, rows: list[dict], beta: float) -> dict:
     """Implicit-reward accuracy of `policy` against `reference` on held-out TRL rows
     ({"prompt": [...], "chosen": [...], "rejected": [...]}), with the per-pair margins."""
-    margins = []
+    margins, ref_right, policy_right = [], 0, 0
     for r in rows:
         pc = completion_logp(policy, tokenizer, r["prompt"], r["chosen"])
         pr = completion_logp(policy, tokenizer, r["prompt"], r["rejected"])
         rc = completion_logp(reference, tokenizer, r["prompt"], r["chosen"])
         rr = completion_logp(reference, tokenizer, r["prompt"], r["rejected"])
         margins.append(beta * ((pc - rc) - (pr - rr)))
+        ref_right += rc > rr
+        policy_right += pc > pr
     right = sum(m > 0 for m in margins)
     n = len(margins)
     return {"n_pairs": n, "reward_acc": right / n if n else 0.0, "n_right": right,
             "mean_margin": sum(margins) / n if n else 0.0, "sign_test_p": sign_test(right, n),
+            "reference_pref_acc": ref_right / n if n else 0.0, "policy_pref_acc": policy_right / n if n else 0.0,
             "margins": [round(m, 6) for m in margins]}
 
 
@@ -107,7 +112,8 @@ def dpo_heldout_check(reference_dir: Path, policy_dir: Path, rows: list[dict], b
     res = dpo_heldout(load_model(policy_dir).eval(), load_model(reference_dir).eval(), tok, rows, beta)
     atomic_write_json(out_path, res)
     print(f"held-out pairs: implicit-reward accuracy {res['reward_acc']:.3f} ({res['n_right']}/{res['n_pairs']}), "
-          f"mean margin {res['mean_margin']:+.4f}, sign test p = {res['sign_test_p']:.2g}")
+          f"mean margin {res['mean_margin']:+.4f}, sign test p = {res['sign_test_p']:.2g}; own ranking "
+          f"(log p chosen > rejected): reference {res['reference_pref_acc']:.3f}, policy {res['policy_pref_acc']:.3f}")
     return {k: v for k, v in res.items() if k != "margins"}
 
 
