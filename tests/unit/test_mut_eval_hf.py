@@ -1,6 +1,6 @@
-"""The hf backend's letter scores and greedy generations against the model computed by hand: one
-plain forward pass per prompt (letter logits at its last token), a token-by-token greedy loop per
-prompt. The tiny model has a large init std, so its answers vary and a wrong letter mapping, a
+"""The hf backend's letter scores against the model computed by hand: one plain forward pass per
+prompt (letter logits at its last token), across batching, packing, prefix caches, GQA attention and a
+bos token (generation: test_mut_eval_hf_generate.py; shared helpers: mut_eval_hf_support.py). The tiny model has a large init std, so its answers vary and a wrong letter mapping, a
 wrong row or a wrong position changes them (closes mutmut survivors of eval/backends/hf.py; the
 equivalent ones are in tests/mutation_equivalent.md)."""
 from types import SimpleNamespace
@@ -8,57 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import mut_support
-from conftest import make_tiny_model
 from core.runs import RunError
 from eval.backends.hf import HFBackend, bos_ids, letter_token_ids
-
-
-@pytest.fixture(scope="module")
-def tiny_tokenizer():
-    return mut_support.load_tokenizer()
-
-
-def varied_model(tok):
-    """The tiny Qwen2 with SDPA attention and weights of std 0.3 (0.02 answers one letter to everything)."""
-    m = make_tiny_model(tok, seed=3)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3, generator=g)
-    m.set_attn_implementation("sdpa")
-    return m.eval()
-
-
-@pytest.fixture(scope="module")
-def model(tiny_tokenizer):
-    """The reference; each backend gets its own copy (the backend switches its model's attention)."""
-    return varied_model(tiny_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def prompts(tiny_tokenizer):
-    from core.benchmarks import load_benchmark
-    from eval.protocols import build_prompt, get_protocol
-    bench, proto = load_benchmark("demo"), get_protocol("base-5shot-logits")
-    out = {}
-    for q in bench.questions:
-        if len(out.setdefault(q.subject, [])) < 7:
-            out[q.subject].append(build_prompt(proto, bench.spec, bench.subjects, q, bench.shots[q.subject],
-                                               tokenizer=tiny_tokenizer))
-    return list(out.values())[:2]
-
-
-def by_hand(model, tok, prefix: str, suffixes: list[str]) -> list[list[float]]:
-    letters = [tok.encode(x, add_special_tokens=False)[0] for x in "ABCD"]
-    with torch.inference_mode():
-        return [model(input_ids=torch.tensor([tok.encode(prefix + s, add_special_tokens=False)])).logits[0, -1, letters]
-                .tolist() for s in suffixes]
-
-
-def close(a, b, tol=1e-4) -> bool:
-    return len(a) == len(b) and all(abs(x - y) <= tol for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+from mut_eval_hf_support import (GEN_TEXTS, by_hand, close, greedy_by_hand, model, prompts,  # noqa: F401 (fixtures)
+                                 tiny_tokenizer, varied_model)
 
 
 @pytest.mark.parametrize("prefix_cache,packing,row_tokens,batch_size", [
@@ -85,27 +38,6 @@ def test_no_prefix_and_a_suffix_that_does_not_extend_the_prefix(model, tiny_toke
     cut = ps[0].prefix[:-1]                       # the prefix's last character moves into every suffix
     sufs = [ps[0].prefix[-1] + p.suffix for p in ps] + [""]
     assert close(be.score_subject(cut, sufs), by_hand(model, tiny_tokenizer, cut, sufs))
-
-
-def greedy_by_hand(model, tok, prompt: str, max_new: int) -> str:
-    stop = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
-    ids = tok.encode(prompt, add_special_tokens=False)
-    new = []
-    with torch.inference_mode():
-        for _ in range(max_new):
-            nxt = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
-            new.append(nxt)
-            if nxt in stop:
-                break
-    return tok.decode(new, skip_special_tokens=True)
-
-
-def test_greedy_generation_equals_a_loop_by_hand(model, tiny_tokenizer):
-    be = HFBackend(None, device="cpu", model=varied_model(tiny_tokenizer), tokenizer=tiny_tokenizer, batch_size=2)
-    texts = ["北京是中国的首都。", "问题：一加一等于几？答案：", "水", "下列说法正确的是"]
-    got = be.generate(texts, 6)
-    want = [greedy_by_hand(model, tiny_tokenizer, t, 6) for t in texts]
-    assert got == want and len(set(want)) == len(want)
 
 
 def test_letter_ids_and_bos():
@@ -384,102 +316,6 @@ def test_a_bos_tokenizer_scores_bos_plus_the_text(bos_tokenizer, tiny_tokenizer,
     assert be._prefix[1] == tok.encode(prefix) and "plain" not in {k for k, _ in calls}
     # generation takes the prompt's text as it is (no bos added: chat prompts carry their own tokens)
     assert be.generate(GEN_TEXTS[2:], 3) == [greedy_by_hand(model, tok, t, 3) for t in GEN_TEXTS[2:]]
-
-
-GEN_TEXTS = ["北京是中国的首都。", "问题：一加一等于几？答案：", "水", "下列说法正确的是"]
-
-
-def first_token(model, tok, text):
-    with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([tok.encode(text, add_special_tokens=False)])).logits[0, -1]
-    return int(logits.argmax()), float(logits.max())
-
-
-@pytest.fixture(scope="module")
-def stopper(tiny_tokenizer):
-    """The varied model made to answer <|endoftext|> (0) first to GEN_TEXTS[0] and <|im_end|> (2) first to
-    GEN_TEXTS[1]: their (tied) embedding rows become 3x the row of the token it answered (a positive logit)."""
-    m = varied_model(tiny_tokenizer)
-    (a, la), (b, lb) = first_token(m, tiny_tokenizer, GEN_TEXTS[0]), first_token(m, tiny_tokenizer, GEN_TEXTS[1])
-    assert a != b and la > 0 and lb > 0 and {a, b}.isdisjoint({0, 2})
-    w = m.get_output_embeddings().weight
-    with torch.no_grad():
-        w[0], w[2] = 3 * w[a], 3 * w[b]
-    assert first_token(m, tiny_tokenizer, GEN_TEXTS[0])[0] == 0 and first_token(m, tiny_tokenizer, GEN_TEXTS[1])[0] == 2
-    return m
-
-
-def backend_on(model, tok, **kw):
-    import copy
-    return HFBackend(None, device="cpu", model=copy.deepcopy(model), tokenizer=tok, **kw)
-
-
-def test_generation_stops_at_eos_and_im_end_and_drops_them(tiny_tokenizer, stopper):
-    """eos <|endoftext|> (id 0) and <|im_end|> both stop generation, are not in the text, and the model's
-    generation config (sampling on) does not override greedy decoding; 2 prompts per generate call."""
-    import copy
-    tok = copy.deepcopy(tiny_tokenizer)
-    tok.eos_token = "<|endoftext|>"
-    assert tok.eos_token_id == 0 and tok.convert_tokens_to_ids("<|im_end|>") == 2
-    be = backend_on(stopper, tok, batch_size=2)
-    be.model.generation_config.do_sample, be.model.generation_config.temperature = True, 3.0
-    be.model.generation_config.eos_token_id = None
-    n_calls = count_generate_calls(be)
-    torch.manual_seed(0)
-    got = be.generate(GEN_TEXTS, 6)
-    want = [greedy_by_hand(stopper, tok, t, 6) for t in GEN_TEXTS]
-    assert got == want and want[0] == "" and want[1] == "" and n_calls == [2, 2]
-
-
-def count_generate_calls(be) -> list[int]:
-    """Wrap the backend's model.generate: the returned list gets each call's number of prompts."""
-    n_calls, gen = [], be.model.generate
-
-    def counted(**kw):
-        n_calls.append(kw["input_ids"].shape[0])
-        return gen(**kw)
-    be.model.generate = counted
-    return n_calls
-
-
-def test_generation_with_a_tokenizer_without_eos(tiny_tokenizer, stopper):
-    import copy
-    tok = copy.deepcopy(tiny_tokenizer)
-    tok.eos_token = None
-    assert tok.eos_token_id is None
-    be = backend_on(stopper, tok, batch_size=3)
-    be.model.generation_config.pad_token_id = 100       # not special: rows that stopped must pad with the tokenizer's pad
-    got = be.generate(GEN_TEXTS[1:], 4)
-    assert got == [greedy_by_hand(stopper, tok, t, 4) for t in GEN_TEXTS[1:]] and got[0] == "" and got[2] != ""
-
-
-def mixing_model(tok):
-    """The varied model whose first FFN adds the causal running mean of its input over the row (a
-    position-mixing FFN like soft_moe's, counted as one by position_local)."""
-    from core.models import CausalSoftMoE
-
-    class RunningMean(CausalSoftMoE):
-        def __init__(self, mlp):
-            torch.nn.Module.__init__(self)
-            self.mlp = mlp
-
-        def forward(self, x):
-            return self.mlp(x) + x.cumsum(1) / torch.arange(1, x.shape[1] + 1).view(1, -1, 1)
-    m = varied_model(tok)
-    m.model.layers[0].mlp = RunningMean(m.model.layers[0].mlp)
-    return m
-
-
-def test_a_position_mixing_model_runs_plain_rows_and_uncached_generation(tiny_tokenizer, prompts):
-    ref = mixing_model(tiny_tokenizer)
-    be = backend_on(ref, tiny_tokenizer, batch_size=2)
-    assert be.position_local is False and be.prefix_cache is False and be.packing is False
-    ps = prompts[0][:3]
-    prefix, suffixes = ps[0].prefix, [p.suffix for p in ps]
-    assert close(be.score_subject(prefix, suffixes), by_hand(ref, tiny_tokenizer, prefix, suffixes))
-    n_calls = count_generate_calls(be)
-    texts = GEN_TEXTS[:3]
-    assert be.generate(texts, 4) == [greedy_by_hand(ref, tiny_tokenizer, t, 4) for t in texts] and n_calls == [1, 1, 1]
 
 
 def test_constructor_defaults_and_bounds(tiny_tokenizer):
